@@ -1,0 +1,24 @@
+"""ecl_jax: edge-consensus learning (ECL-PDMM/ADMM/ISVR) and decentralised baselines in JAX.
+
+All nodes live on a leading array axis; asynchrony is a per-step random mask over the
+graph's edges (and nodes); a whole run is one compiled ``lax.scan``.
+"""
+
+from ecl_jax import algorithms, graph_ops, masks, topology
+from ecl_jax.algorithms import (
+    Algorithm,
+    centralized,
+    dsgd,
+    ecl,
+    ecl_admm,
+    ecl_isvr,
+    ecl_pdmm,
+    gossip,
+    gradient_tracking,
+    local_sgd,
+    pairwise_gossip,
+)
+from ecl_jax.engine import Carry, Engine, NodeData, consensus_distance, mean_params, stack_node_data
+from ecl_jax.topology import Topology, TopologyError
+
+__version__ = "0.1.0"

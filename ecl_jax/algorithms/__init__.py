@@ -1,0 +1,33 @@
+"""Decentralised training rules as ``init``/``step`` pairs (see :mod:`ecl_jax.algorithms.base`)."""
+
+from ecl_jax.algorithms.base import Algorithm, keep_inactive
+from ecl_jax.algorithms.baselines import (
+    centralized,
+    dsgd,
+    gossip,
+    gradient_tracking,
+    local_sgd,
+    metropolis_hastings,
+    pairwise_gossip,
+)
+from ecl_jax.algorithms.ecl import ECLConfig, ECLState, ecl, ecl_admm, ecl_isvr, ecl_pdmm, fan_in_scales, node_eta
+
+__all__ = [
+    "Algorithm",
+    "keep_inactive",
+    "ECLConfig",
+    "ECLState",
+    "ecl",
+    "ecl_pdmm",
+    "ecl_admm",
+    "ecl_isvr",
+    "fan_in_scales",
+    "node_eta",
+    "gossip",
+    "pairwise_gossip",
+    "dsgd",
+    "gradient_tracking",
+    "local_sgd",
+    "centralized",
+    "metropolis_hastings",
+]

@@ -1,0 +1,281 @@
+"""Classical decentralised baselines (ALGORITHMS.md, "Baselines").
+
+Every baseline takes an optax ``GradientTransformation`` as the local optimiser
+(``optimizer``; default plain SGD with ``lr``), vmapped over the node axis.
+
+* :func:`gossip` - D-PSGD (Lian et al. 2017): local step, then
+  w_i <- w_i + sum_{j active} W_ij (w_j - w_i), Metropolis-Hastings
+  W_ij = 1/(1 + max(|N(i)|, |N(j)|)) on the active edges (doubly stochastic).
+* :func:`pairwise_gossip` - the KDD20 code: local step, then one neighbour after
+  another (increasing index) w_i <- (w_i + w_j^recv)/2 with the last received models,
+  i.e. w_i/2^d + sum_s w_{j_s}^recv / 2^(d - s); received models refresh on active edges.
+* :func:`dsgd` - the ICML21 code: local step, then
+  w_i <- (w_i + sum_j w_j^recv)/(|N(i)| + 1) with stale received models.
+* :func:`gradient_tracking` - DSGT: y_t = W y_{t-1} + g_t - g_{t-1} (y_0 = g_0),
+  w_{t+1} = W (w_t + u(y_t)) with u the optimiser's update and W the MH weights.
+* :func:`local_sgd` - no communication (the floor).
+* :func:`centralized` - one model trained on the union: the mean over nodes of their
+  minibatch gradients (= the gradient of the concatenated batch) drives one optax update.
+
+Received models start as the neighbours' initial models (all equal when the nodes
+start from one model, as in both papers' code). Inactive nodes keep their whole state
+and edges touching them do not exchange.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ecl_jax import graph_ops as gops
+from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, keep_inactive
+from ecl_jax.topology import Topology
+
+__all__ = [
+    "BaselineConfig",
+    "OptState",
+    "ReceivedState",
+    "TrackingState",
+    "CentralState",
+    "metropolis_hastings",
+    "gossip",
+    "pairwise_gossip",
+    "dsgd",
+    "gradient_tracking",
+    "local_sgd",
+    "centralized",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+    """Static settings of an SGD-type baseline: the local optax optimiser."""
+
+    name: str
+    optimizer: optax.GradientTransformation
+    lr: float | None = None
+
+
+def _make_optimizer(lr: float | None, optimizer: optax.GradientTransformation | None) -> optax.GradientTransformation:
+    if optimizer is not None:
+        if not isinstance(optimizer, optax.GradientTransformation):
+            raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+        return optimizer
+    if lr is None:
+        raise ValueError("give a learning rate lr or an optax optimizer")
+    if not (callable(lr) or (isinstance(lr, (int, float)) and lr > 0 and np.isfinite(lr))):
+        raise ValueError(f"lr must be a positive finite number or a schedule, got {lr!r}")
+    return optax.sgd(lr)
+
+
+class OptState(NamedTuple):
+    """Node models and their (node-stacked) optimiser state."""
+
+    params: Any
+    opt_state: Any
+
+
+class ReceivedState(NamedTuple):
+    """Node models, optimiser state and the last received neighbour models (edge layout)."""
+
+    params: Any
+    opt_state: Any
+    received: Any
+
+
+class TrackingState(NamedTuple):
+    """DSGT: models, optimiser state, mixed tracker W y_{t-1}, previous gradient."""
+
+    params: Any
+    opt_state: Any
+    mixed_tracker: Any
+    prev_grads: Any
+
+
+class CentralState(NamedTuple):
+    """One model [1, ...] (shown to every node) and its optimiser state."""
+
+    params: Any
+    opt_state: Any
+    n_nodes: int
+
+
+jax.tree_util.register_pytree_node(
+    CentralState,
+    lambda s: ((s.params, s.opt_state), s.n_nodes),
+    lambda n, c: CentralState(c[0], c[1], n),
+)
+
+
+def _local_update(tx, params, grads, opt_state):
+    updates, opt_state = jax.vmap(tx.update)(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def _init_opt(tx, params):
+    return jax.vmap(tx.init)(params)
+
+
+def metropolis_hastings(topology: Topology, active: jax.Array) -> jax.Array:
+    """Layout-shaped MH weights W_ij = 1/(1 + max(d_i, d_j)) on active directed edges, 0 elsewhere."""
+    deg = jnp.asarray(topology.degree, jnp.float32)
+    d_src = gops.broadcast_to_edges(topology, deg)
+    d_dst = gops.neighbor_values(topology, deg)
+    return jnp.where(active, 1.0 / (1.0 + jnp.maximum(d_src, d_dst)), 0.0)
+
+
+def _mix(topology: Topology, tree, weights):
+    """w_i + sum_j W_ij (w_j - w_i) for every leaf."""
+
+    def mix(w):
+        nbr = gops.neighbor_values(topology, w)
+        total = gops.sum_edges(topology, nbr, weights)
+        return w + total - gops.expand(wsum, w).astype(w.dtype) * w
+
+    wsum = gops.sum_edges(topology, weights)
+
+    return jax.tree_util.tree_map(mix, tree)
+
+
+def gossip(lr: float | None = None, *, optimizer: optax.GradientTransformation | None = None, name: str = "gossip") -> Algorithm:
+    """D-PSGD with Metropolis-Hastings weights over the active edges."""
+    tx = _make_optimizer(lr, optimizer)
+
+    def init(params, topology):
+        check_node_stacked(params, topology)
+        return OptState(params, _init_opt(tx, params))
+
+    def step(state, grads, topology, edge_active, node_active):
+        check_masks(topology, edge_active, node_active)
+        half, opt = _local_update(tx, state.params, grads, state.opt_state)
+        half = keep_inactive(half, state.params, node_active)
+        opt = keep_inactive(opt, state.opt_state, node_active)
+        active = gops.edge_mask(topology, edge_active, node_active)
+        return OptState(_mix(topology, half, metropolis_hastings(topology, active)), opt)
+
+    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
+
+
+def _received_algorithm(name, tx, lr, combine):
+    def init(params, topology):
+        check_node_stacked(params, topology)
+        return ReceivedState(params, _init_opt(tx, params), gops.tree_neighbor_values(topology, params))
+
+    def step(state, grads, topology, edge_active, node_active):
+        check_masks(topology, edge_active, node_active)
+        half, opt = _local_update(tx, state.params, grads, state.opt_state)
+        new = jax.tree_util.tree_map(lambda w, r: combine(topology, w, r), half, state.received)
+        new = keep_inactive(new, state.params, node_active)
+        opt = keep_inactive(opt, state.opt_state, node_active)
+        active = gops.edge_mask(topology, edge_active, node_active)
+        received = jax.tree_util.tree_map(
+            lambda r, w: jnp.where(gops.expand(active, r), gops.neighbor_values(topology, w), r),
+            state.received,
+            new,
+        )
+        return ReceivedState(new, opt, received)
+
+    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
+
+
+def pairwise_gossip(lr: float | None = 0.05, *, optimizer=None, name: str = "pairwise-gossip") -> Algorithm:
+    """KDD20 code's asynchronous gossip: sequential halving with stale received models."""
+    tx = _make_optimizer(lr, optimizer)
+
+    def combine(topology, w, r):
+        deg = jnp.asarray(topology.degree, jnp.float32)
+        pos = gops.edge_weights(topology, "position")
+        d_src = gops.broadcast_to_edges(topology, deg)
+        weights = jnp.where(gops.edge_weights(topology, "valid") > 0, 2.0 ** (pos - d_src), 0.0)
+        return gops.expand(2.0 ** (-deg), w).astype(w.dtype) * w + gops.sum_edges(topology, r, weights)
+
+    return _received_algorithm(name, tx, lr, combine)
+
+
+def dsgd(lr: float | None = None, *, optimizer=None, name: str = "dsgd") -> Algorithm:
+    """ICML21 code's DSGD: uniform 1/(|N(i)|+1) averaging with stale received models."""
+    tx = _make_optimizer(lr, optimizer)
+
+    def combine(topology, w, r):
+        deg = jnp.asarray(topology.degree, jnp.float32)
+        return (w + gops.sum_edges(topology, r)) / gops.expand(deg + 1.0, w).astype(w.dtype)
+
+    return _received_algorithm(name, tx, lr, combine)
+
+
+def gradient_tracking(lr: float | None = None, *, optimizer=None, name: str = "gradient-tracking") -> Algorithm:
+    """DSGT (Pu & Nedic 2021; Xin et al.): gradient tracking with MH weights on active edges."""
+    tx = _make_optimizer(lr, optimizer)
+
+    def init(params, topology):
+        check_node_stacked(params, topology)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return TrackingState(params, _init_opt(tx, params), zeros, zeros)
+
+    def step(state, grads, topology, edge_active, node_active):
+        check_masks(topology, edge_active, node_active)
+        tracker = jax.tree_util.tree_map(lambda q, g, gp: q + g - gp, state.mixed_tracker, grads, state.prev_grads)
+        half, opt = _local_update(tx, state.params, tracker, state.opt_state)
+        active = gops.edge_mask(topology, edge_active, node_active)
+        weights = metropolis_hastings(topology, active)
+        half = keep_inactive(half, state.params, node_active)
+        tracker = keep_inactive(tracker, state.mixed_tracker, node_active)
+        new = TrackingState(
+            _mix(topology, half, weights),
+            keep_inactive(opt, state.opt_state, node_active),
+            _mix(topology, tracker, weights),
+            keep_inactive(grads, state.prev_grads, node_active),
+        )
+        return new
+
+    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
+
+
+def local_sgd(lr: float | None = None, *, optimizer=None, name: str = "local") -> Algorithm:
+    """Every node trains alone (no communication)."""
+    tx = _make_optimizer(lr, optimizer)
+
+    def init(params, topology):
+        check_node_stacked(params, topology)
+        return OptState(params, _init_opt(tx, params))
+
+    def step(state, grads, topology, edge_active, node_active):
+        check_masks(topology, edge_active, node_active)
+        new, opt = _local_update(tx, state.params, grads, state.opt_state)
+        return OptState(keep_inactive(new, state.params, node_active), keep_inactive(opt, state.opt_state, node_active))
+
+    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
+
+
+def centralized(lr: float | None = None, *, optimizer=None, name: str = "centralized") -> Algorithm:
+    """The centralised reference: one model, updated with the mean of the active nodes'
+    minibatch gradients (the gradient on their concatenated batch). It starts from node
+    0's initial model; edge masks are ignored."""
+    tx = _make_optimizer(lr, optimizer)
+
+    def init(params, topology):
+        check_node_stacked(params, topology)
+        one = jax.tree_util.tree_map(lambda w: w[:1], params)
+        return CentralState(one, _init_opt(tx, one), topology.n_nodes)
+
+    def step(state, grads, topology, edge_active, node_active):
+        check_masks(topology, edge_active, node_active)
+        wts = node_active.astype(jnp.float32)
+        count = wts.sum()
+        mean = jax.tree_util.tree_map(
+            lambda g: (gops.expand(wts, g).astype(g.dtype) * g).sum(0, keepdims=True) / jnp.maximum(count, 1.0).astype(g.dtype),
+            grads,
+        )
+        new, opt = _local_update(tx, state.params, mean, state.opt_state)
+        keep = (count > 0)[None]
+        return CentralState(keep_inactive(new, state.params, keep), keep_inactive(opt, state.opt_state, keep), state.n_nodes)
+
+    def node_params(state):
+        return jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (state.n_nodes,) + w.shape[1:]), state.params)
+
+    return Algorithm(name, init, step, node_params, BaselineConfig(name, tx, lr))

@@ -1,0 +1,289 @@
+"""Edge-consensus learning: linearised PDMM / ADMM and ECL-ISVR on node-stacked pytrees.
+
+One core (ALGORITHMS.md, "Linearised PDMM step"): for node i, with mu = 1/lr,
+
+    w_i <- ( mu w_i - gcoef_i g_i + s eta_i sum_j A_{i|j} zbar_{i|j} + s rho_i sum_j w_j^recv )
+           / ( mu + s |N(i)| (eta_i + rho_i) )                                   (primal)
+    y_{i|j} = z_{i|j} - 2 A_{i|j} w_i                                            (reflection)
+    z_{i|j} <- (1 - theta) z_{i|j} + theta y_{j|i}     on active edges only       (exchange)
+
+theta = 1 is PDMM (Peaceman-Rachford), theta = 1/2 ADMM (Douglas-Rachford). The
+variants differ only in static settings:
+
+* ``eta_rule``: "constant" (eta_i = eta, the paper), "degree" (eta_i = eta/|N(i)|,
+  rho_i = rho/|N(i)|, the KDD20 code), "isvr_paper" (eta_i = 1/(lr |N(i)| (K-1)),
+  ICML21 poster) or "isvr_code" (eta_i = c/(lr (K|N(i)| + K - c|N(i)|)), ICML21 code);
+* ``fan_in_scaling``: s = sqrt(fan_in) per parameter leaf (KDD20 code), else s = 1;
+* ``dual_smoothing``: the codes' "ADMM": zbar <- (zbar + z)/2 every local step,
+  zbar starting at the weights; y is still built from the raw z. Off: zbar = z;
+* ``gradient_coefficient``: gcoef_i = 1 - lr eta_i |N(i)| (K/c - 1) (ICML21 code
+  option), else 1;
+* ``eta_follows_lr``: with an lr schedule, eta (and rho) scale with mu = 1/lr so eta/mu
+  stays constant (KDD20 code).
+
+Node-dependent eta_i moves the fixed point to argmin sum_i f_i/eta_i on irregular
+graphs; on regular graphs it is argmin sum_i f_i (ALGORITHMS.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ecl_jax import graph_ops as gops
+from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, keep_inactive
+from ecl_jax.topology import Topology
+
+__all__ = [
+    "ECLConfig",
+    "ECLState",
+    "ecl",
+    "ecl_pdmm",
+    "ecl_admm",
+    "ecl_isvr",
+    "fan_in_scales",
+    "node_eta",
+]
+
+ETA_RULES = ("constant", "degree", "isvr_paper", "isvr_code")
+LearningRate = float | Callable[[jax.Array], jax.Array]
+
+
+class ECLState(NamedTuple):
+    """State of every ECL variant.
+
+    params: node models w [N, ...]; duals: z_{i|j} in the topology's edge layout;
+    smoothed_duals: zbar (only with ``dual_smoothing``, else None); received: last
+    neighbour models w_j^recv (only with rho > 0, else None); count: step counter.
+    """
+
+    params: Any
+    duals: Any
+    smoothed_duals: Any
+    received: Any
+    count: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ECLConfig:
+    """Static hyperparameters of the ECL family (validated at construction).
+
+    lr: step size 1/mu (float, or a schedule ``step -> lr`` such as an optax schedule).
+    eta: constraint penalty (ignored by the ISVR rules, which compute eta_i).
+    theta: dual relaxation in (0, 1]; 1 = PDMM, 1/2 = ADMM.
+    rho: proximity to the last received neighbour models (KDD20), >= 0.
+    K: local steps per round (ISVR rules); c: the ICML21 code's ``piw``.
+    """
+
+    lr: LearningRate
+    eta: float = 1.0
+    theta: float = 1.0
+    rho: float = 0.0
+    eta_rule: str = "constant"
+    K: int | None = None
+    c: float = 1.0
+    fan_in_scaling: bool = False
+    dual_smoothing: bool = False
+    gradient_coefficient: bool = False
+    eta_follows_lr: bool = False
+    name: str = "ecl"
+
+    def __post_init__(self):
+        if not callable(self.lr):
+            if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+                raise ValueError(f"lr (= 1/mu) must be a positive finite number or a schedule, got {self.lr!r}")
+        if not (isinstance(self.eta, (int, float)) and self.eta > 0 and math.isfinite(self.eta)):
+            raise ValueError(f"eta must be a positive finite number, got {self.eta!r}")
+        if not (isinstance(self.theta, (int, float)) and 0 < self.theta <= 1):
+            raise ValueError(f"theta must be in (0, 1] (1 = PDMM, 0.5 = ADMM), got {self.theta!r}")
+        if not (isinstance(self.rho, (int, float)) and self.rho >= 0):
+            raise ValueError(f"rho must be >= 0, got {self.rho!r}")
+        if self.eta_rule not in ETA_RULES:
+            raise ValueError(f"eta_rule must be one of {ETA_RULES}, got {self.eta_rule!r}")
+        if self.eta_rule.startswith("isvr"):
+            min_k = 2 if self.eta_rule == "isvr_paper" else 1
+            if isinstance(self.K, bool) or not isinstance(self.K, int) or self.K < min_k:
+                raise ValueError(f"eta_rule={self.eta_rule!r} needs an integer K >= {min_k} (local steps per round), got K={self.K!r}")
+        if self.gradient_coefficient and self.eta_rule != "isvr_code":
+            raise ValueError("gradient_coefficient=True is only defined for eta_rule='isvr_code'")
+        if not (isinstance(self.c, (int, float)) and self.c > 0):
+            raise ValueError(f"c must be > 0, got {self.c!r}")
+
+    def lr_at(self, count: jax.Array) -> jax.Array:
+        return jnp.asarray(self.lr(count) if callable(self.lr) else self.lr, jnp.float32)
+
+
+def node_eta(config: ECLConfig, topology: Topology, lr: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-node (eta_i, rho_i, gcoef_i) [N] for the current step size ``lr``."""
+    deg = jnp.asarray(topology.degree, jnp.float32)
+    rho = jnp.full_like(deg, config.rho)
+    gcoef = jnp.ones_like(deg)
+    if config.eta_rule == "constant":
+        eta = jnp.full_like(deg, config.eta)
+    elif config.eta_rule == "degree":
+        eta, rho = config.eta / deg, config.rho / deg
+    elif config.eta_rule == "isvr_paper":
+        eta = 1.0 / (lr * deg * (config.K - 1))
+    else:  # isvr_code
+        K, c = config.K, config.c
+        eta = c / (lr * (K * deg + K - c * deg))
+        if config.gradient_coefficient:
+            gcoef = 1.0 - lr * eta * deg * (K / c - 1.0)
+    if config.eta_follows_lr and not config.eta_rule.startswith("isvr"):
+        scale = config.lr_at(jnp.zeros((), jnp.int32)) / lr
+        eta, rho = eta * scale, rho * scale
+    return eta, rho, gcoef
+
+
+def fan_in_scales(params: Any, node_axis: bool = True) -> Any:
+    """sqrt(fan_in) per parameter leaf, as the KDD20 code's "vs_metric".
+
+    fan_in of a weight with >= 2 dims is the product of all dims but the output
+    (last, Flax convention) one; a 1-D weight (GroupNorm ``scale``) uses its length;
+    a ``bias`` uses the fan_in of its layer's ``kernel`` (or ``scale``).
+    """
+    skip = 1 if node_axis else 0
+
+    def own_fan_in(shape):
+        shape = shape[skip:]
+        if len(shape) == 0:
+            return 1
+        if len(shape) == 1:
+            return shape[0]
+        return int(np.prod(shape[:-1]))
+
+    def visit(tree):
+        if isinstance(tree, dict) or hasattr(tree, "items"):
+            out = {k: visit(v) for k, v in tree.items()}
+            ref = None
+            for key in ("kernel", "scale", "embedding"):
+                if key in tree and not hasattr(tree[key], "items"):
+                    ref = own_fan_in(jnp.shape(tree[key]))
+                    break
+            if "bias" in tree and not hasattr(tree["bias"], "items"):
+                out["bias"] = math.sqrt(ref if ref is not None else own_fan_in(jnp.shape(tree["bias"])))
+            return type(tree)(out) if not isinstance(tree, dict) else out
+        return jax.tree_util.tree_map(lambda x: math.sqrt(own_fan_in(jnp.shape(x))), tree)
+
+    return visit(params)
+
+
+def ecl(config: ECLConfig) -> Algorithm:
+    """Build the ECL algorithm for ``config`` (see module docstring for the equations)."""
+    theta = float(config.theta)
+    use_rho = config.rho > 0
+
+    def init(params, topology: Topology) -> ECLState:
+        check_node_stacked(params, topology)
+        zeros = jax.tree_util.tree_map(
+            lambda w: jnp.zeros(topology.edge_state_shape + w.shape[1:], w.dtype), params
+        )
+        smoothed = gops.tree_broadcast_to_edges(topology, params) if config.dual_smoothing else None
+        received = gops.tree_neighbor_values(topology, params) if use_rho else None
+        return ECLState(params, zeros, smoothed, received, jnp.zeros((), jnp.int32))
+
+    def step(state: ECLState, grads, topology: Topology, edge_active, node_active) -> ECLState:
+        check_masks(topology, edge_active, node_active)
+        lr = config.lr_at(state.count)
+        eta, rho, gcoef = node_eta(config, topology, lr)
+        deg = jnp.asarray(topology.degree, jnp.float32)
+        sign = gops.edge_weights(topology, "sign")
+        valid = gops.edge_weights(topology, "valid")
+        scales = (
+            fan_in_scales(state.params)
+            if config.fan_in_scaling
+            else jax.tree_util.tree_map(lambda _: 1.0, state.params)
+        )
+
+        if config.dual_smoothing:
+            zbar = jax.tree_util.tree_map(lambda a, z: 0.5 * (a + z), state.smoothed_duals, state.duals)
+        else:
+            zbar = state.duals
+
+        def primal(w, g, zb, s, wr):
+            dt = w.dtype
+            num = w / lr - gops.expand(gcoef, g).astype(dt) * g
+            num = num + gops.expand(s * eta, w).astype(dt) * gops.sum_edges(topology, zb, sign)
+            den = 1.0 / lr + s * deg * (eta + rho)
+            if use_rho:
+                num = num + gops.expand(s * rho, w).astype(dt) * gops.sum_edges(topology, wr, valid)
+            return num / gops.expand(den, w).astype(dt)
+
+        received_in = state.received if use_rho else jax.tree_util.tree_map(lambda _: 0.0, state.params)
+        new_w = jax.tree_util.tree_map(primal, state.params, grads, zbar, scales, received_in)
+        new_w = keep_inactive(new_w, state.params, node_active)
+
+        active = gops.edge_mask(topology, edge_active, node_active)
+
+        def exchange(z, w):
+            y = z - 2.0 * gops.expand(sign, z).astype(z.dtype) * gops.broadcast_to_edges(topology, w)
+            y_in = gops.reverse(topology, y)
+            return jnp.where(gops.expand(active, z), (1.0 - theta) * z + theta * y_in, z)
+
+        new_z = jax.tree_util.tree_map(exchange, state.duals, new_w)
+        new_zbar = keep_inactive(zbar, state.smoothed_duals, node_active) if config.dual_smoothing else None
+        new_recv = None
+        if use_rho:
+            new_recv = jax.tree_util.tree_map(
+                lambda r, w: jnp.where(gops.expand(active, r), gops.neighbor_values(topology, w), r),
+                state.received,
+                new_w,
+            )
+        return ECLState(new_w, new_z, new_zbar, new_recv, state.count + 1)
+
+    return Algorithm(config.name, init, step, lambda s: s.params, config)
+
+
+def ecl_pdmm(lr: LearningRate, eta: float = 1.0, **kwargs) -> Algorithm:
+    """ECL-PDMM ("PDMM-SGD", KDD20): theta = 1. ``kwargs`` go to :class:`ECLConfig`."""
+    kwargs.setdefault("name", "ecl-pdmm")
+    return ecl(ECLConfig(lr=lr, eta=eta, theta=1.0, **kwargs))
+
+
+def ecl_admm(lr: LearningRate, eta: float = 1.0, **kwargs) -> Algorithm:
+    """ECL-ADMM ("ADMM-SGD", KDD20): theta = 1/2 (Douglas-Rachford, paper form).
+
+    ``dual_smoothing=True`` with ``theta=1.0`` gives the KDD20 code's ADMM instead.
+    """
+    kwargs.setdefault("name", "ecl-admm")
+    kwargs.setdefault("theta", 0.5)
+    return ecl(ECLConfig(lr=lr, eta=eta, **kwargs))
+
+
+def ecl_isvr(
+    lr: LearningRate,
+    K: int,
+    *,
+    variant: str = "pdmm",
+    eta_rule: str = "paper",
+    gradient_coefficient: bool = False,
+    **kwargs,
+) -> Algorithm:
+    """ECL-ISVR (ICML21): PDMM-ISVR (``variant="pdmm"``) or ADMM-ISVR (``"admm"``).
+
+    ``eta_rule="paper"``: eta_i = 1/(lr |N(i)| (K-1)); ADMM-ISVR then averages the dual
+    once per exchange (theta = 1/2), as on the poster.
+    ``eta_rule="code"``: eta_i = c/(lr (K|N(i)| + K - c|N(i)|)), c = 1 (PDMM) or 2
+    (ADMM, with the code's per-step dual smoothing and theta = 1); optional
+    gradient coefficient. Pass ``c=1`` for ADMM to get what the shipped script ran.
+    rho = 0 and no per-leaf scaling, as in both.
+    """
+    if variant not in ("pdmm", "admm"):
+        raise ValueError(f"variant must be 'pdmm' or 'admm', got {variant!r}")
+    if eta_rule not in ("paper", "code"):
+        raise ValueError(f"eta_rule must be 'paper' or 'code', got {eta_rule!r}")
+    kwargs.setdefault("name", f"{variant}-isvr")
+    if eta_rule == "paper":
+        kwargs.setdefault("theta", 1.0 if variant == "pdmm" else 0.5)
+        return ecl(ECLConfig(lr=lr, K=K, eta_rule="isvr_paper", **kwargs))
+    kwargs.setdefault("c", 1.0 if variant == "pdmm" else 2.0)
+    kwargs.setdefault("dual_smoothing", variant == "admm")
+    kwargs.setdefault("theta", 1.0)
+    return ecl(
+        ECLConfig(lr=lr, K=K, eta_rule="isvr_code", gradient_coefficient=gradient_coefficient, **kwargs)
+    )

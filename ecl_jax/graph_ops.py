@@ -1,0 +1,113 @@
+"""Node <-> edge data movement on a :class:`~ecl_jax.topology.Topology`.
+
+These are the only primitives the algorithms use to communicate; each works on one
+array leaf whose leading axes are the node axis [N, ...] or the layout's edge axes
+(``topology.edge_state_shape``), and a ``tree_`` variant maps it over a pytree.
+No Python loop over nodes or edges: gathers with static index arrays, dense sums over
+the slot axis (slot layout) or sorted segment sums (edge layout).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ecl_jax.topology import Topology
+
+__all__ = [
+    "edge_mask",
+    "broadcast_to_edges",
+    "neighbor_values",
+    "reverse",
+    "sum_edges",
+    "edge_weights",
+    "expand",
+    "tree_broadcast_to_edges",
+    "tree_neighbor_values",
+    "tree_reverse",
+    "tree_sum_edges",
+]
+
+
+def expand(v: jax.Array, leaf: jax.Array) -> jax.Array:
+    """Append trailing singleton axes to ``v`` so it broadcasts against ``leaf``."""
+    return v.reshape(v.shape + (1,) * (leaf.ndim - v.ndim))
+
+
+def edge_weights(topology: Topology, name: str, dtype=jnp.float32) -> jax.Array:
+    """A static per-edge array (``"sign"``, ``"valid"``, ...) as a layout-shaped constant."""
+    return jnp.asarray(topology.edge_array(name), dtype=dtype)
+
+
+def edge_mask(topology: Topology, edge_active: jax.Array, node_active: jax.Array | None = None) -> jax.Array:
+    """Per-undirected-edge mask [E] -> layout-shaped mask over directed edges.
+
+    With ``node_active`` [N], an edge only exchanges when both end nodes are active
+    (an inactive node neither computes nor communicates). Padding slots are False.
+    """
+    edge_active = jnp.asarray(edge_active, bool)
+    if node_active is not None:
+        node_active = jnp.asarray(node_active, bool)
+        e = jnp.asarray(topology.edges)
+        edge_active = edge_active & node_active[e[:, 0]] & node_active[e[:, 1]]
+    padded = jnp.concatenate([edge_active, jnp.zeros((1,), bool)])
+    return padded[jnp.asarray(topology.edge_array("undirected"))]
+
+
+def broadcast_to_edges(topology: Topology, x: jax.Array) -> jax.Array:
+    """x [N, ...] -> value of the *source* node on every directed edge."""
+    if topology.layout == "slots":
+        return jnp.broadcast_to(x[:, None], (x.shape[0], topology.max_degree) + x.shape[1:])
+    return jnp.repeat(x, jnp.asarray(topology.degree), axis=0, total_repeat_length=topology.n_directed)
+
+
+def neighbor_values(topology: Topology, x: jax.Array) -> jax.Array:
+    """x [N, ...] -> value of the *destination* node on every directed edge (x_j at i|j).
+
+    Padding slots receive the node's own value.
+    """
+    return x[jnp.asarray(topology.edge_array("dst"))]
+
+
+def reverse(topology: Topology, e: jax.Array) -> jax.Array:
+    """Per-edge values -> the value held on the opposite direction (what j holds for i)."""
+    rev = jnp.asarray(topology.edge_array("reverse"))
+    if topology.layout == "slots":
+        flat = e.reshape((-1,) + e.shape[2:])
+        return flat[rev.reshape(-1)].reshape(e.shape)
+    return e[rev]
+
+
+def sum_edges(topology: Topology, e: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """sum_{j in N(i)} w_{i|j} e_{i|j} -> [N, ...]; padding slots contribute nothing.
+
+    ``weights`` is layout-shaped (e.g. the signs A_{i|j}); when omitted the valid-slot
+    mask is used.
+    """
+    if weights is None:
+        weights = edge_weights(topology, "valid", e.dtype)
+    prod = e * expand(weights.astype(e.dtype), e)
+    if topology.layout == "slots":
+        return prod.sum(axis=1)
+    return jax.ops.segment_sum(
+        prod, jnp.asarray(topology.src), num_segments=topology.n_nodes, indices_are_sorted=True
+    )
+
+
+def _tree(fn):
+    @functools.wraps(fn)
+    def mapped(topology, tree, *args, **kwargs):
+        return jax.tree_util.tree_map(lambda leaf: fn(topology, leaf, *args, **kwargs), tree)
+
+    mapped.__doc__ = f"Pytree version of :func:`{fn.__name__}`."
+    mapped.__name__ = "tree_" + fn.__name__
+    return mapped
+
+
+tree_broadcast_to_edges = _tree(broadcast_to_edges)
+tree_neighbor_values = _tree(neighbor_values)
+tree_reverse = _tree(reverse)
+tree_sum_edges = _tree(sum_edges)

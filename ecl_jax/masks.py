@@ -1,0 +1,312 @@
+"""Asynchrony as per-step random activation masks (ALGORITHMS.md, "Asynchrony and schedules").
+
+An *edge schedule* maps ``(key, step, topology)`` to a boolean mask [E] over the
+undirected edges: an active edge exchanges in both directions at that step, an
+inactive one keeps its stale duals. A *node schedule* maps ``(key, step, n_nodes)``
+to a mask [N]: an inactive node skips its update (straggler) and keeps its state.
+All schedules are frozen dataclasses, sampled inside ``jit`` from a PRNG key; the
+step counter may be traced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ecl_jax.topology import Topology
+
+__all__ = [
+    "AlwaysEdges",
+    "BernoulliEdges",
+    "FixedSlotEdges",
+    "RoundRobinEdges",
+    "ArrayEdges",
+    "FunctionEdges",
+    "AllNodes",
+    "BernoulliNodes",
+    "ArrayNodes",
+    "FunctionNodes",
+    "dense_mask",
+    "edge_schedule_from_string",
+]
+
+
+def _check_prob(name: str, p, *, allow_zero: bool = False, allow_one: bool = True) -> float:
+    ok = isinstance(p, (int, float, np.floating)) and not isinstance(p, bool)
+    lo_ok = ok and (p >= 0 if allow_zero else p > 0)
+    hi_ok = ok and (p <= 1 if allow_one else p < 1)
+    if not (lo_ok and hi_ok):
+        lo = "[0" if allow_zero else "(0"
+        hi = "1]" if allow_one else "1)"
+        raise ValueError(f"{name} must be a probability in {lo}, {hi}, got {p!r}")
+    return float(p)
+
+
+def _check_pos_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _failures(mask: jax.Array, key: jax.Array, failure_prob: float) -> jax.Array:
+    if failure_prob == 0.0:
+        return mask
+    return mask & ~jax.random.bernoulli(key, failure_prob, mask.shape)
+
+
+# --------------------------------------------------------------------------
+# Edge schedules
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AlwaysEdges:
+    """Every edge exchanges at every step (synchronous PDMM), up to link failures."""
+
+    failure_prob: float = 0.0
+
+    def __post_init__(self):
+        _check_prob("failure_prob", self.failure_prob, allow_zero=True, allow_one=False)
+
+    def __call__(self, key: jax.Array, step: jax.Array, topology: Topology) -> jax.Array:
+        return _failures(jnp.ones((topology.n_edges,), bool), key, self.failure_prob)
+
+
+@dataclasses.dataclass(frozen=True)
+class BernoulliEdges:
+    """Each undirected edge is active independently with probability ``p``; give
+    ``K`` instead for the papers' "about once every K updates" (p = 1/K)."""
+
+    p: float | None = None
+    K: int | None = None
+    failure_prob: float = 0.0
+
+    def __post_init__(self):
+        if (self.p is None) == (self.K is None):
+            raise ValueError(f"give exactly one of p or K, got p={self.p!r}, K={self.K!r}")
+        if self.K is not None:
+            _check_pos_int("K", self.K)
+        else:
+            _check_prob("p", self.p)
+        _check_prob("failure_prob", self.failure_prob, allow_zero=True, allow_one=False)
+
+    @property
+    def prob(self) -> float:
+        return 1.0 / self.K if self.K is not None else float(self.p)
+
+    def __call__(self, key, step, topology):
+        k1, k2 = jax.random.split(key)
+        mask = jax.random.bernoulli(k1, self.prob, (topology.n_edges,))
+        return _failures(mask, k2, self.failure_prob)
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedSlotEdges:
+    """ICML21 code: each *directed* edge (i -> j) owns a slot in [0, K); at step t the
+    edge exchanges (both ends) when t mod K equals the slot of either direction.
+
+    ``slots`` is a per-directed-edge sequence in canonical CSR order; by default it is
+    drawn uniformly from ``seed``.
+    """
+
+    K: int
+    slots: tuple[int, ...] | None = None
+    seed: int = 0
+    failure_prob: float = 0.0
+
+    def __post_init__(self):
+        _check_pos_int("K", self.K)
+        if self.slots is not None:
+            s = np.asarray(self.slots)
+            if s.ndim != 1 or (s.size and (s.min() < 0 or s.max() >= self.K)):
+                raise ValueError(f"slots must be a 1-D sequence of integers in [0, {self.K}), got {self.slots!r}")
+        _check_prob("failure_prob", self.failure_prob, allow_zero=True, allow_one=False)
+
+    def directed_slots(self, topology: Topology) -> np.ndarray:
+        if self.slots is None:
+            return np.random.default_rng(self.seed).integers(0, self.K, topology.n_directed)
+        s = np.asarray(self.slots)
+        if s.shape != (topology.n_directed,):
+            raise ValueError(
+                f"slots has {s.size} entries but {topology.name} has {topology.n_directed} directed edges"
+            )
+        return s
+
+    def __call__(self, key, step, topology):
+        slots = jnp.asarray(self.directed_slots(topology))
+        hit = slots == jnp.asarray(step) % self.K
+        mask = jax.ops.segment_max(
+            hit.astype(jnp.int32), jnp.asarray(topology.undirected), num_segments=topology.n_edges
+        ).astype(bool)
+        return _failures(mask, key, self.failure_prob)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundRobinEdges:
+    """KDD20 code: node i counts its updates from ``offsets[i]``; after update t
+    (0-based) it swaps with one neighbour when (offsets[i] + t + 1) mod interval == 0,
+    cycling through its neighbours in increasing order. A swap updates both ends.
+
+    Default offsets: 1, 3, 5, ... (mod interval), as the KDD20 samples' three nodes.
+    """
+
+    interval: int = 6
+    offsets: tuple[int, ...] | None = None
+    failure_prob: float = 0.0
+
+    def __post_init__(self):
+        _check_pos_int("interval", self.interval)
+        if self.offsets is not None and any(int(o) < 0 for o in self.offsets):
+            raise ValueError(f"offsets must be non-negative integers, got {self.offsets!r}")
+        _check_prob("failure_prob", self.failure_prob, allow_zero=True, allow_one=False)
+
+    def node_offsets(self, topology: Topology) -> np.ndarray:
+        if self.offsets is None:
+            return (1 + 2 * np.arange(topology.n_nodes)) % self.interval
+        o = np.asarray(self.offsets, np.int64)
+        if o.shape != (topology.n_nodes,):
+            raise ValueError(f"offsets has {o.size} entries, expected one per node ({topology.n_nodes})")
+        return o
+
+    def __call__(self, key, step, topology):
+        off = jnp.asarray(self.node_offsets(topology))
+        count = off + jnp.asarray(step) + 1
+        initiates = count % self.interval == 0
+        k = count // self.interval - 1
+        deg = jnp.asarray(topology.degree)
+        pos = jnp.mod(k, deg)
+        directed = jnp.asarray(topology.offsets[:-1]) + pos
+        und = jnp.asarray(topology.undirected)[directed]
+        mask = jnp.zeros((topology.n_edges,), jnp.int32).at[und].max(initiates.astype(jnp.int32))
+        return _failures(mask.astype(bool), key, self.failure_prob)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayEdges:
+    """User-given table [T, E] of edge masks; step t uses row t mod T."""
+
+    table: np.ndarray
+
+    def __post_init__(self):
+        t = np.asarray(self.table)
+        if t.ndim != 2:
+            raise ValueError(f"edge mask table must have shape [T, E], got shape {t.shape}")
+        object.__setattr__(self, "table", t.astype(bool))
+
+    def __hash__(self):
+        return id(self)
+
+    def __call__(self, key, step, topology):
+        if self.table.shape[1] != topology.n_edges:
+            raise ValueError(
+                f"edge mask table has {self.table.shape[1]} columns but {topology.name} has {topology.n_edges} edges"
+            )
+        return jnp.asarray(self.table)[jnp.asarray(step) % self.table.shape[0]]
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionEdges:
+    """User function ``fn(key, step, topology) -> bool[E]`` (must be jit-traceable)."""
+
+    fn: Callable
+
+    def __call__(self, key, step, topology):
+        mask = jnp.asarray(self.fn(key, step, topology))
+        if mask.shape != (topology.n_edges,):
+            raise ValueError(f"edge schedule function returned shape {mask.shape}, expected ({topology.n_edges},)")
+        return mask.astype(bool)
+
+
+# --------------------------------------------------------------------------
+# Node schedules
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AllNodes:
+    """Every node computes at every step."""
+
+    def __call__(self, key, step, n_nodes: int):
+        return jnp.ones((n_nodes,), bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class BernoulliNodes:
+    """Each node computes with probability ``p`` (stragglers skip the step)."""
+
+    p: float
+
+    def __post_init__(self):
+        _check_prob("p", self.p)
+
+    def __call__(self, key, step, n_nodes: int):
+        return jax.random.bernoulli(key, self.p, (n_nodes,))
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayNodes:
+    """User-given table [T, N] of node masks; step t uses row t mod T."""
+
+    table: np.ndarray
+
+    def __post_init__(self):
+        t = np.asarray(self.table)
+        if t.ndim != 2:
+            raise ValueError(f"node mask table must have shape [T, N], got shape {t.shape}")
+        object.__setattr__(self, "table", t.astype(bool))
+
+    def __hash__(self):
+        return id(self)
+
+    def __call__(self, key, step, n_nodes: int):
+        if self.table.shape[1] != n_nodes:
+            raise ValueError(f"node mask table has {self.table.shape[1]} columns, expected {n_nodes} nodes")
+        return jnp.asarray(self.table)[jnp.asarray(step) % self.table.shape[0]]
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionNodes:
+    """User function ``fn(key, step, n_nodes) -> bool[N]`` (must be jit-traceable)."""
+
+    fn: Callable
+
+    def __call__(self, key, step, n_nodes: int):
+        mask = jnp.asarray(self.fn(key, step, n_nodes))
+        if mask.shape != (n_nodes,):
+            raise ValueError(f"node schedule function returned shape {mask.shape}, expected ({n_nodes},)")
+        return mask.astype(bool)
+
+
+def dense_mask(topology: Topology, edge_active: jax.Array) -> jax.Array:
+    """Symmetric [N, N] boolean view of an edge mask [E] (small N only)."""
+    e = jnp.asarray(topology.edges)
+    m = jnp.zeros((topology.n_nodes, topology.n_nodes), bool)
+    m = m.at[e[:, 0], e[:, 1]].set(edge_active)
+    return m | m.T
+
+
+def edge_schedule_from_string(spec: str):
+    """Parse ``"always"``, ``"bernoulli:K=8"``, ``"bernoulli:p=0.2"``, ``"slots:K=8"``,
+    ``"round_robin:interval=6"``; append ``",fail=0.1"`` for link failures."""
+    name, _, rest = spec.partition(":")
+    kwargs: dict = {}
+    for part in filter(None, rest.split(",")):
+        k, _, v = part.partition("=")
+        k = {"fail": "failure_prob"}.get(k.strip(), k.strip())
+        kwargs[k] = float(v) if k in ("p", "failure_prob") else int(v)
+    table = {
+        "always": AlwaysEdges,
+        "bernoulli": BernoulliEdges,
+        "slots": FixedSlotEdges,
+        "round_robin": RoundRobinEdges,
+    }
+    if name not in table:
+        raise ValueError(f"unknown edge schedule {name!r}; valid: {sorted(table)}")
+    try:
+        return table[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad arguments for edge schedule {name!r}: {err}") from None

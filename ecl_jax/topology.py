@@ -1,0 +1,506 @@
+"""Communication graphs as static edge-list arrays.
+
+A :class:`Topology` holds an undirected connected graph G = (V, E) on N nodes in the
+form the vectorised algorithms need (ALGORITHMS.md, "Variables per node and per
+directed edge"):
+
+* ``edges`` [E, 2]: undirected edges (u, v) with u < v, sorted;
+* directed edges 0..2E-1 in CSR order (sorted by source, then destination) with
+  ``src``, ``dst``, ``reverse`` (index of the opposite direction), ``sign``
+  (A_{src|dst} = +1 if src < dst else -1) and ``undirected`` (index into ``edges``);
+* ``degree`` [N].
+
+Per-edge state (duals z_{i|j}, received models) is stored in one of two *layouts*:
+
+* ``"slots"``: shape [N, D, ...] with D the maximum degree; slot s of node i is its
+  s-th neighbour in increasing order, padded slots are masked out. Aggregation over a
+  node's edges is a dense sum over the slot axis and the exchange is one gather with a
+  precomputed reverse-slot permutation (DESIGN.md, "The graph").
+* ``"edges"``: shape [2E, ...] in CSR order; aggregation is a sorted ``segment_sum``.
+  Used for skewed degree distributions (a star), where padding would cost O(N^2).
+
+``layout="auto"`` picks slots when padding adds at most 25 % to 2E. Memory is
+O(N + E) for the index arrays; :meth:`Topology.adjacency` builds the dense [N, N]
+view only on request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Layout = Literal["slots", "edges"]
+
+__all__ = [
+    "Topology",
+    "TopologyError",
+    "from_edges",
+    "from_adjacency",
+    "from_networkx",
+    "ring",
+    "multiplex_ring",
+    "torus",
+    "complete",
+    "star",
+    "erdos_renyi",
+    "random_regular",
+    "exponential",
+    "icml21_random",
+    "ICML21_RANDOM_EDGES",
+]
+
+
+class TopologyError(ValueError):
+    """An invalid communication graph; the message names the offending node or edge."""
+
+
+# The ICML21 code's 8-node random graph (node_list.n8.random.round8.json).
+ICML21_RANDOM_EDGES: tuple[tuple[int, int], ...] = (
+    (0, 1), (0, 4), (0, 6), (0, 7), (1, 6), (2, 4), (2, 5), (3, 6), (3, 7), (4, 5),
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Topology:
+    """An undirected connected graph as static NumPy index arrays.
+
+    Build it with a constructor (:func:`ring`, :func:`from_adjacency`, ...), never by
+    hand: the constructors validate and fill every derived array. Instances hash by
+    identity, so they can be closed over or passed as static arguments to ``jax.jit``.
+    """
+
+    n_nodes: int
+    edges: np.ndarray  # [E, 2] int32, u < v, lexicographically sorted
+    src: np.ndarray  # [2E] int32, CSR order (sorted by src, then dst)
+    dst: np.ndarray  # [2E] int32
+    reverse: np.ndarray  # [2E] int32
+    sign: np.ndarray  # [2E] float32, A_{src|dst}
+    undirected: np.ndarray  # [2E] int32, index into edges
+    degree: np.ndarray  # [N] int32
+    offsets: np.ndarray  # [N + 1] int32, CSR row pointer
+    layout: Layout
+    name: str = "graph"
+
+    # ----------------------------------------------------------------- sizes
+    @property
+    def n_edges(self) -> int:
+        """Number of undirected edges |E|."""
+        return int(self.edges.shape[0])
+
+    @property
+    def n_directed(self) -> int:
+        """Number of directed edges 2|E|."""
+        return 2 * self.n_edges
+
+    @property
+    def max_degree(self) -> int:
+        return int(self.degree.max())
+
+    @property
+    def is_regular(self) -> bool:
+        return bool(np.all(self.degree == self.degree[0]))
+
+    @property
+    def edge_state_shape(self) -> tuple[int, ...]:
+        """Leading shape of per-directed-edge arrays in this topology's layout."""
+        if self.layout == "slots":
+            return (self.n_nodes, self.max_degree)
+        return (self.n_directed,)
+
+    def __repr__(self) -> str:
+        return (
+            f"Topology(name={self.name!r}, n_nodes={self.n_nodes}, n_edges={self.n_edges}, "
+            f"degree=[{self.degree.min()}..{self.degree.max()}], layout={self.layout!r})"
+        )
+
+    def with_layout(self, layout: Layout | str) -> "Topology":
+        """The same graph with per-edge state stored in ``layout``."""
+        return dataclasses.replace(self, layout=_check_layout(layout, self))
+
+    # ------------------------------------------------------ slot bookkeeping
+    @property
+    def slot_index(self) -> np.ndarray:
+        """[N, D] int32: directed-edge index held in slot (i, s); 2E for padding."""
+        return _cached(self, "_slot_index", self._build_slots)
+
+    def _build_slots(self) -> np.ndarray:
+        n, d = self.n_nodes, self.max_degree
+        idx = np.full((n, d), self.n_directed, dtype=np.int32)
+        pos = np.arange(self.n_directed) - self.offsets[self.src]
+        idx[self.src, pos] = np.arange(self.n_directed, dtype=np.int32)
+        return idx
+
+    @property
+    def slot_valid(self) -> np.ndarray:
+        """[N, D] bool: which slots hold a real edge."""
+        return self.slot_index < self.n_directed
+
+    def _layout_from_directed(self, values: np.ndarray, fill: Any) -> np.ndarray:
+        """Arrange a per-directed-edge NumPy array [2E, ...] in this layout."""
+        if self.layout == "edges":
+            return values
+        padded = np.concatenate(
+            [values, np.full((1,) + values.shape[1:], fill, dtype=values.dtype)]
+        )
+        return padded[self.slot_index]
+
+    def edge_array(self, name: str) -> np.ndarray:
+        """Static per-edge arrays in layout shape.
+
+        ``name`` is one of ``"sign"`` (0 on padding), ``"valid"``, ``"undirected"``
+        (E on padding), ``"dst"`` (own node on padding), ``"src"``, ``"reverse"``
+        (flat layout index of the opposite direction; padding maps to itself),
+        ``"position"`` (rank of the neighbour among the source's neighbours).
+        """
+        return _cached(self, "_edge_array_" + name, lambda: self._build_edge_array(name))
+
+    def _build_edge_array(self, name: str) -> np.ndarray:
+        if name == "sign":
+            return self._layout_from_directed(self.sign, 0.0)
+        if name == "valid":
+            return self._layout_from_directed(np.ones(self.n_directed, bool), False)
+        if name == "undirected":
+            return self._layout_from_directed(self.undirected, self.n_edges)
+        if name == "src":
+            return self._layout_from_directed(self.src, 0) if self.layout == "edges" else (
+                np.broadcast_to(np.arange(self.n_nodes)[:, None], self.edge_state_shape).copy()
+            )
+        if name == "dst":
+            if self.layout == "edges":
+                return self.dst
+            own = np.broadcast_to(np.arange(self.n_nodes)[:, None], self.edge_state_shape)
+            return np.where(self.slot_valid, self._layout_from_directed(self.dst, 0), own)
+        if name == "position":
+            return self._layout_from_directed(
+                (np.arange(self.n_directed) - self.offsets[self.src]).astype(np.int32), 0
+            )
+        if name == "reverse":
+            if self.layout == "edges":
+                return self.reverse
+            # Position in the flattened [N*D] slot array of the opposite direction.
+            flat_of_directed = np.empty(self.n_directed, np.int64)
+            flat_of_directed[self.slot_index[self.slot_valid]] = np.flatnonzero(self.slot_valid)
+            rev = np.arange(self.n_nodes * self.max_degree)
+            valid = self.slot_valid.reshape(-1)
+            rev[valid] = flat_of_directed[self.reverse[self.slot_index.reshape(-1)[valid]]]
+            return rev.reshape(self.edge_state_shape).astype(np.int32)
+        raise KeyError(f"unknown edge array {name!r}")
+
+    # --------------------------------------------------- array conversions
+    def to_directed(self, edge_state: jax.Array | np.ndarray) -> np.ndarray:
+        """Layout-shaped per-edge values -> canonical [2E, ...] CSR order (NumPy)."""
+        x = np.asarray(edge_state)
+        if self.layout == "edges":
+            return x
+        return x.reshape((-1,) + x.shape[2:])[np.flatnonzero(self.slot_valid.reshape(-1))][
+            np.argsort(self.slot_index[self.slot_valid], kind="stable")
+        ]
+
+    def from_directed(self, values: jax.Array | np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """Canonical [2E, ...] per-edge values -> this layout (NumPy, padding = fill)."""
+        return self._layout_from_directed(np.asarray(values), fill)
+
+    def directed_index(self, i: int, j: int) -> int:
+        """Index of directed edge (i -> j) in canonical CSR order."""
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        k = lo + np.searchsorted(self.dst[lo:hi], j)
+        if k >= hi or self.dst[k] != j:
+            raise TopologyError(f"({i}, {j}) is not an edge of {self.name}")
+        return int(k)
+
+    def neighbors(self, i: int) -> np.ndarray:
+        """Sorted neighbours of node i."""
+        return self.dst[self.offsets[i] : self.offsets[i + 1]]
+
+    def adjacency(self) -> np.ndarray:
+        """Dense boolean [N, N] adjacency matrix (O(N^2): small graphs only)."""
+        a = np.zeros((self.n_nodes, self.n_nodes), bool)
+        a[self.src, self.dst] = True
+        return a
+
+    def to_networkx(self):
+        import networkx as nx
+
+        g = nx.Graph()
+        g.add_nodes_from(range(self.n_nodes))
+        g.add_edges_from(map(tuple, self.edges.tolist()))
+        return g
+
+
+def _cached(topo: Topology, key: str, build):
+    cache = topo.__dict__.setdefault("_cache", {})
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
+
+
+def _check_layout(layout: str, topo: Topology) -> Layout:
+    if layout == "auto":
+        padded = topo.n_nodes * topo.max_degree
+        return "slots" if padded <= 1.25 * topo.n_directed else "edges"
+    if layout not in ("slots", "edges"):
+        raise ValueError(f"layout must be 'auto', 'slots' or 'edges', got {layout!r}")
+    return layout  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------
+# Construction and validation
+# --------------------------------------------------------------------------
+
+
+def from_edges(
+    n_nodes: int,
+    edges,
+    *,
+    name: str = "graph",
+    layout: str = "auto",
+    allow_duplicates: bool = False,
+) -> Topology:
+    """Build a validated topology from N and a list of undirected edges (u, v).
+
+    Raises :class:`TopologyError` naming the offending node or edge for: N < 2, an
+    endpoint outside [0, N), a self loop, a duplicate edge (unless
+    ``allow_duplicates``) and a disconnected graph.
+    """
+    if isinstance(n_nodes, bool) or not isinstance(n_nodes, (int, np.integer)):
+        raise TopologyError(f"n_nodes must be an integer >= 2, got {n_nodes!r}")
+    n = int(n_nodes)
+    if n < 2:
+        raise TopologyError(f"a communication graph needs at least 2 nodes, got n_nodes={n}")
+    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2) if len(edges) else np.zeros((0, 2), np.int64)
+    if e.size and (e.min() < 0 or e.max() >= n):
+        bad = e[(e < 0).any(1) | (e >= n).any(1)][0]
+        raise TopologyError(
+            f"edge ({bad[0]}, {bad[1]}) has an endpoint outside the valid nodes 0..{n - 1}"
+        )
+    loops = e[:, 0] == e[:, 1]
+    if loops.any():
+        node = int(e[loops][0, 0])
+        raise TopologyError(f"self loop at node {node}: edge ({node}, {node}) is not allowed")
+    e = np.sort(e, axis=1)
+    uniq, counts = np.unique(e, axis=0, return_counts=True)
+    if not allow_duplicates and (counts > 1).any():
+        u, v = uniq[counts > 1][0]
+        raise TopologyError(f"duplicate edge ({u}, {v})")
+    e = uniq.astype(np.int32)
+    degree = np.bincount(e.reshape(-1), minlength=n).astype(np.int32)
+    if (degree == 0).any():
+        node = int(np.flatnonzero(degree == 0)[0])
+        raise TopologyError(f"graph is not connected: node {node} has no edges")
+    comp = _components(n, e)
+    if comp.max() > 0:
+        node = int(np.flatnonzero(comp != 0)[0])
+        raise TopologyError(
+            f"graph is not connected: node {node} cannot reach node 0 "
+            f"({comp.max() + 1} connected components)"
+        )
+    # Directed edges in CSR order.
+    m = e.shape[0]
+    src = np.concatenate([e[:, 0], e[:, 1]])
+    dst = np.concatenate([e[:, 1], e[:, 0]])
+    und = np.concatenate([np.arange(m), np.arange(m)])
+    order = np.lexsort((dst, src))
+    src, dst, und = src[order], dst[order], und[order]
+    inv = np.empty_like(order)
+    inv[order] = np.arange(2 * m)
+    # Opposite direction of directed edge k (pre-sort index k <-> k +- m).
+    pre_rev = np.concatenate([np.arange(m, 2 * m), np.arange(m)])
+    reverse = inv[pre_rev[order]]
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(degree, out=offsets[1:])
+    topo = Topology(
+        n_nodes=n,
+        edges=e,
+        src=src.astype(np.int32),
+        dst=dst.astype(np.int32),
+        reverse=reverse.astype(np.int32),
+        sign=np.where(src < dst, 1.0, -1.0).astype(np.float32),
+        undirected=und.astype(np.int32),
+        degree=degree,
+        offsets=offsets.astype(np.int32),
+        layout="edges",
+        name=name,
+    )
+    return topo.with_layout(layout)
+
+
+def _components(n: int, edges: np.ndarray) -> np.ndarray:
+    """Connected-component label per node (0 = the component of node 0), union-find."""
+    parent = np.arange(n)
+
+    def find(x):
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for u, v in edges:
+        ru, rv = find(u), find(v)
+        if ru != rv:
+            parent[max(ru, rv)] = min(ru, rv)
+    roots = np.array([find(i) for i in range(n)])
+    _, labels = np.unique(roots, return_inverse=True)
+    return labels
+
+
+def from_adjacency(adjacency, *, name: str = "adjacency", layout: str = "auto") -> Topology:
+    """Build a topology from a dense symmetric 0/1 (or boolean) adjacency matrix.
+
+    Errors name the offending entry: not 2-D square, an entry other than 0/1/True/False,
+    an asymmetric pair (i, j), a self loop (nonzero diagonal), N < 2, disconnected.
+    """
+    a = np.asarray(adjacency)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise TopologyError(f"adjacency must be a square 2-D matrix, got shape {a.shape}")
+    if a.dtype != bool:
+        if not (np.issubdtype(a.dtype, np.number)):
+            raise TopologyError(f"adjacency must be boolean or 0/1 numbers, got dtype {a.dtype}")
+        bad = ~np.isin(a, (0, 1))
+        if bad.any():
+            i, j = map(int, np.argwhere(bad)[0])
+            raise TopologyError(
+                f"adjacency entry ({i}, {j}) = {a[i, j]!r}; entries must be 0/1 or boolean"
+            )
+        a = a.astype(bool)
+    if a.shape[0] < 2:
+        raise TopologyError(f"a communication graph needs at least 2 nodes, got n_nodes={a.shape[0]}")
+    diag = np.flatnonzero(np.diag(a))
+    if diag.size:
+        raise TopologyError(f"self loop at node {diag[0]}: adjacency[{diag[0]}, {diag[0]}] is nonzero")
+    asym = np.argwhere(a != a.T)
+    if asym.size:
+        i, j = map(int, asym[0])
+        raise TopologyError(
+            f"adjacency is not symmetric: entry ({i}, {j}) = {int(a[i, j])} but ({j}, {i}) = {int(a[j, i])}"
+        )
+    iu, ju = np.nonzero(np.triu(a, 1))
+    return from_edges(a.shape[0], np.stack([iu, ju], 1), name=name, layout=layout)
+
+
+def from_networkx(graph, *, name: str | None = None, layout: str = "auto") -> Topology:
+    """Build a topology from an undirected ``networkx`` graph (nodes relabelled 0..N-1
+    in ``graph.nodes`` order)."""
+    import networkx as nx
+
+    if graph.is_directed():
+        raise TopologyError("networkx graph is directed; ECL needs an undirected graph")
+    nodes = list(graph.nodes)
+    index = {v: k for k, v in enumerate(nodes)}
+    edges = [(index[u], index[v]) for u, v in graph.edges]
+    for u, v in graph.edges:
+        if u == v:
+            raise TopologyError(f"self loop at node {u!r}")
+    return from_edges(len(nodes), edges, name=name or "networkx", layout=layout)
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise TopologyError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def ring(n: int, *, layout: str = "auto") -> Topology:
+    """Cycle 0-1-...-(N-1)-0 (N = 2 gives a single edge)."""
+    n = _check_int("n", n, 2)
+    edges = [(i, (i + 1) % n) for i in range(n)] if n > 2 else [(0, 1)]
+    return from_edges(n, edges, name=f"ring{n}", layout=layout, allow_duplicates=False)
+
+
+def multiplex_ring(n: int, hops: int | tuple[int, ...] = 2, *, layout: str = "auto") -> Topology:
+    """Ring plus skip links: node i is joined to i +- h for every h in 1..hops (or in
+    the given tuple). ``multiplex_ring(8, 2)`` is the ICML21 4-regular 16-edge graph."""
+    n = _check_int("n", n, 2)
+    hs = tuple(range(1, _check_int("hops", hops, 1) + 1)) if not isinstance(hops, tuple) else hops
+    for h in hs:
+        if not 1 <= h < n:
+            raise TopologyError(f"skip length {h} must be in 1..{n - 1} for n={n}")
+    edges = {tuple(sorted((i, (i + h) % n))) for i in range(n) for h in hs}
+    edges.discard(None)
+    edges = {e for e in edges if e[0] != e[1]}
+    return from_edges(n, sorted(edges), name=f"multiplex_ring{n}x{max(hs)}", layout=layout)
+
+
+def torus(rows: int, cols: int, *, layout: str = "auto") -> Topology:
+    """2-D torus (grid with wrap-around), node index r * cols + c."""
+    rows = _check_int("rows", rows, 2)
+    cols = _check_int("cols", cols, 2)
+    edges = set()
+    for r in range(rows):
+        for c in range(cols):
+            i = r * cols + c
+            for j in (r * cols + (c + 1) % cols, ((r + 1) % rows) * cols + c):
+                if i != j:
+                    edges.add(tuple(sorted((i, j))))
+    return from_edges(rows * cols, sorted(edges), name=f"torus{rows}x{cols}", layout=layout)
+
+
+def complete(n: int, *, layout: str = "auto") -> Topology:
+    """Fully connected graph."""
+    n = _check_int("n", n, 2)
+    iu, ju = np.triu_indices(n, 1)
+    return from_edges(n, np.stack([iu, ju], 1), name=f"complete{n}", layout=layout)
+
+
+def star(n: int, *, center: int = 0, layout: str = "auto") -> Topology:
+    """Star: node ``center`` joined to every other node (picks the edge layout)."""
+    n = _check_int("n", n, 2)
+    if not 0 <= center < n:
+        raise TopologyError(f"center must be a node in 0..{n - 1}, got {center}")
+    return from_edges(n, [(center, j) for j in range(n) if j != center], name=f"star{n}", layout=layout)
+
+
+def erdos_renyi(n: int, p: float, *, seed: int = 0, max_tries: int = 1000, layout: str = "auto") -> Topology:
+    """G(N, p) resampled (with successive seeds) until connected."""
+    n = _check_int("n", n, 2)
+    if not 0.0 < p <= 1.0:
+        raise TopologyError(f"edge probability p must be in (0, 1], got {p!r}")
+    rng = np.random.default_rng(seed)
+    iu, ju = np.triu_indices(n, 1)
+    for _ in range(max_tries):
+        keep = rng.random(iu.size) < p
+        e = np.stack([iu[keep], ju[keep]], 1)
+        if e.shape[0] >= n - 1 and _components(n, e).max() == 0:
+            return from_edges(n, e, name=f"erdos_renyi{n}_p{p:g}", layout=layout)
+    raise TopologyError(
+        f"no connected G(n={n}, p={p}) in {max_tries} draws; raise p above ~log(n)/n = {math.log(n) / n:.3g}"
+    )
+
+
+def random_regular(n: int, d: int, *, seed: int = 0, max_tries: int = 1000, layout: str = "auto") -> Topology:
+    """Connected random d-regular graph (pairing model, resampled until simple and connected)."""
+    n = _check_int("n", n, 3)
+    d = _check_int("d", d, 2)
+    if d >= n or (n * d) % 2:
+        raise TopologyError(f"no d-regular graph with n={n}, d={d}: need d < n and n*d even")
+    import networkx as nx
+
+    for t in range(max_tries):
+        g = nx.random_regular_graph(d, n, seed=seed + t)
+        if nx.is_connected(g):
+            return from_edges(n, list(g.edges), name=f"random_regular{n}_d{d}", layout=layout)
+    raise TopologyError(f"no connected {d}-regular graph on {n} nodes in {max_tries} draws")
+
+
+def exponential(n: int, *, layout: str = "auto") -> Topology:
+    """Static exponential graph: node i is joined to i +- 2^k (mod N) for 2^k < N
+    (undirected version of Ying et al. 2021)."""
+    n = _check_int("n", n, 2)
+    hops, h = [], 1
+    while h < n:
+        hops.append(h)
+        h *= 2
+    edges = {tuple(sorted((i, (i + h) % n))) for i in range(n) for h in hops}
+    edges = {e for e in edges if e[0] != e[1]}
+    return from_edges(n, sorted(edges), name=f"exponential{n}", layout=layout)
+
+
+def icml21_random(*, layout: str = "auto") -> Topology:
+    """The ICML21 code's 8-node random graph (10 edges, degrees 4,2,2,2,3,2,3,2)."""
+    return from_edges(8, ICML21_RANDOM_EDGES, name="icml21_random8", layout=layout)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: install the package with its test extra
+# (and the offline Fashion-MNIST from Debian where apt is usable), then run pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+    || echo "note: could not install Debian's dataset-fashion-mnist; real-data tests will be skipped"
+fi
+python -m pip install -q -e ".[test]"
+exec python -m pytest -q "$@"
