@@ -272,7 +272,20 @@ def from_edges(
     n = int(n_nodes)
     if n < 2:
         raise TopologyError(f"a communication graph needs at least 2 nodes, got n_nodes={n}")
-    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2) if len(edges) else np.zeros((0, 2), np.int64)
+    try:
+        raw = np.asarray(edges) if len(edges) else np.zeros((0, 2), np.int64)
+    except ValueError:  # ragged
+        raw = np.asarray(edges, dtype=object)
+    if raw.ndim != 2 or raw.shape[1] != 2:
+        raise TopologyError(f"edges must be a sequence of (u, v) pairs, shape [E, 2]; got shape {raw.shape}")
+    if raw.size and not np.issubdtype(raw.dtype, np.integer):
+        floating = np.issubdtype(raw.dtype, np.floating)
+        bad = np.flatnonzero((np.mod(raw, 1) != 0).any(1)) if floating else np.arange(len(raw))
+        if bad.size:
+            raise TopologyError(
+                f"edge {tuple(raw[bad[0]].tolist())} has a non-integer endpoint; nodes are integers 0..{n - 1}"
+            )
+    e = raw.astype(np.int64)
     if e.size and (e.min() < 0 or e.max() >= n):
         bad = e[(e < 0).any(1) | (e >= n).any(1)][0]
         raise TopologyError(

@@ -268,7 +268,7 @@ def centralized(lr: float | None = None, *, optimizer=None, name: str = "central
         wts = node_active.astype(jnp.float32)
         count = wts.sum()
         mean = jax.tree_util.tree_map(
-            lambda g: (gops.expand(wts, g).astype(g.dtype) * g).sum(0, keepdims=True) / jnp.maximum(count, 1.0).astype(g.dtype),
+            lambda g: jnp.where(gops.expand(node_active, g), g, 0).sum(0, keepdims=True) / jnp.maximum(count, 1.0).astype(g.dtype),
             grads,
         )
         new, opt = _local_update(tx, state.params, mean, state.opt_state)

@@ -18,8 +18,8 @@ variants differ only in static settings:
   zbar starting at the weights; y is still built from the raw z. Off: zbar = z;
 * ``gradient_coefficient``: gcoef_i = 1 - lr eta_i |N(i)| (K/c - 1) (ICML21 code
   option), else 1;
-* ``eta_follows_lr``: with an lr schedule, eta (and rho) scale with mu = 1/lr so eta/mu
-  stays constant (KDD20 code).
+* ``eta_follows_lr``: with an lr schedule, eta scales with mu = 1/lr so eta/mu stays
+  constant; rho does not (KDD20 code, ``PdmmSGD.update``: eta = mu * eta_rate, rho fixed).
 
 Node-dependent eta_i moves the fixed point to argmin sum_i f_i/eta_i on irregular
 graphs; on regular graphs it is argmin sum_i f_i (ALGORITHMS.md).
@@ -135,8 +135,8 @@ def node_eta(config: ECLConfig, topology: Topology, lr: jax.Array) -> tuple[jax.
         if config.gradient_coefficient:
             gcoef = 1.0 - lr * eta * deg * (K / c - 1.0)
     if config.eta_follows_lr and not config.eta_rule.startswith("isvr"):
-        scale = config.lr_at(jnp.zeros((), jnp.int32)) / lr
-        eta, rho = eta * scale, rho * scale
+        # KDD20 code: eta = mu * (eta / mu_0) every step; rho stays fixed.
+        eta = eta * (config.lr_at(jnp.zeros((), jnp.int32)) / lr)
     return eta, rho, gcoef
 
 
@@ -206,13 +206,18 @@ def ecl(config: ECLConfig) -> Algorithm:
             zbar = state.duals
 
         def primal(w, g, zb, s, wr):
+            # mu and eta_i enter numerator and denominator as the *same* dt values, so the
+            # fixed point g_i = eta_i (sum_j A z - |N(i)| w_i) holds to dt precision (float64).
             dt = w.dtype
-            num = w / lr - gops.expand(gcoef, g).astype(dt) * g
-            num = num + gops.expand(s * eta, w).astype(dt) * gops.sum_edges(topology, zb, sign)
-            den = 1.0 / lr + s * deg * (eta + rho)
+            mu = 1.0 / lr.astype(dt)
+            s_eta = gops.expand(s * eta, w).astype(dt)
+            s_rho = gops.expand(s * rho, w).astype(dt)
+            num = w * mu - gops.expand(gcoef, g).astype(dt) * g
+            num = num + s_eta * gops.sum_edges(topology, zb, sign)
+            den = mu + gops.expand(deg, w).astype(dt) * (s_eta + s_rho)
             if use_rho:
-                num = num + gops.expand(s * rho, w).astype(dt) * gops.sum_edges(topology, wr, valid)
-            return num / gops.expand(den, w).astype(dt)
+                num = num + s_rho * gops.sum_edges(topology, wr, valid)
+            return num / den
 
         received_in = state.received if use_rho else jax.tree_util.tree_map(lambda _: 0.0, state.params)
         new_w = jax.tree_util.tree_map(primal, state.params, grads, zbar, scales, received_in)
@@ -226,7 +231,11 @@ def ecl(config: ECLConfig) -> Algorithm:
             return jnp.where(gops.expand(active, z), (1.0 - theta) * z + theta * y_in, z)
 
         new_z = jax.tree_util.tree_map(exchange, state.duals, new_w)
-        new_zbar = keep_inactive(zbar, state.smoothed_duals, node_active) if config.dual_smoothing else None
+        new_zbar = (
+            keep_inactive(zbar, state.smoothed_duals, gops.broadcast_to_edges(topology, node_active))
+            if config.dual_smoothing
+            else None
+        )
         new_recv = None
         if use_rho:
             new_recv = jax.tree_util.tree_map(
