@@ -48,8 +48,10 @@ class RunConfig:
     Data: ``dataset`` (mnist5k | mnist | fashion_mnist | cifar10 | tfds:NAME),
     ``data_dir``, optional subsampling ``n_train``/``n_test``.
     Split: ``partition`` (iid | k_classes | dirichlet | quantity_skew | classes |
-    icml21), ``partition_k`` (classes per node), ``partition_alpha`` (Dirichlet /
-    quantity-skew concentration), ``class_lists`` (explicit per-node classes).
+    icml21 | kdd20_mnist | kdd20_cifar10), ``partition_k`` (classes per node; None =
+    the method's default: 2 for k_classes, 8 for icml21), ``partition_alpha``
+    (Dirichlet / quantity-skew concentration), ``class_lists`` (explicit per-node
+    classes), ``partition_seed`` (None = the method's default, 11 for icml21).
     Graph: ``topology`` (ring | multiplex_ring | torus | complete | star | erdos_renyi |
     random_regular | exponential | icml21_random), ``n_nodes``, ``degree`` (random
     regular), ``edge_prob`` (Erdos-Renyi), ``hops`` (multiplex ring).
@@ -57,6 +59,12 @@ class RunConfig:
     "round_robin:interval=6", "always"), ``node_prob`` (probability a node computes).
     Training: ``algorithms``, ``lr`` (1/mu for ECL), ``eta``, ``K`` (ISVR round
     length), ``batch_size``, ``steps``, ``eval_every``, ``l2``, ``options`` per algorithm.
+    ``partition_replace``: with ``classes``/``kdd20_*`` splits every holder of a class
+    gets all its samples (the KDD20 code's with-replacement class sampling).
+    ``lr_decay``/``lr_decay_every``: step decay lr * lr_decay^floor(step / lr_decay_every)
+    for every algorithm (0 = constant lr).
+    ``published``: published final values drawn as dashed lines on the plots,
+    ``{"test_acc": {"dsgd": 0.654, ...}, "test_loss": {...}}`` (annotation only).
     """
 
     name: str = "default"
@@ -66,10 +74,10 @@ class RunConfig:
     n_test: int | None = None
     model: str = "logistic"
     partition: str = "k_classes"
-    partition_k: int = 2
+    partition_k: int | None = None
     partition_alpha: float = 0.5
     class_lists: tuple | None = None
-    partition_seed: int = 0
+    partition_seed: int | None = None
     topology: str = "ring"
     n_nodes: int = 16
     degree: int = 4
@@ -93,17 +101,27 @@ class RunConfig:
     x_axis: str = "epoch"
     options: dict = dataclasses.field(default_factory=dict)
     description: str = ""
+    partition_replace: bool = False
+    lr_decay: float = 1.0
+    lr_decay_every: int = 0
+    published: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         positive = ("n_nodes", "batch_size", "eval_every", "K", "checkpoint_every", "eval_batch", "degree", "hops", "partition_k")
         for f in positive:
             v = getattr(self, f)
+            if v is None and f == "partition_k":
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{f} must be a positive integer, got {v!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
             raise ConfigError(f"steps must be a non-negative integer, got {self.steps!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
+        if isinstance(self.lr_decay_every, bool) or not isinstance(self.lr_decay_every, int) or self.lr_decay_every < 0:
+            raise ConfigError(f"lr_decay_every must be a non-negative integer (steps; 0 = no decay), got {self.lr_decay_every!r}")
         if not 0 < self.node_prob <= 1:
             raise ConfigError(f"node_prob must be in (0, 1], got {self.node_prob!r}")
         if self.x_axis not in ("epoch", "round", "step"):

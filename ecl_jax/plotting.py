@@ -55,8 +55,11 @@ def _series(history: list[dict], key: str, x_axis: str = "epoch"):
 
 def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path: pathlib.Path,
                    title: str = "", log: bool = False, label_suffix: str = "",
-                   x_axis: str = "epoch") -> pathlib.Path | None:
-    """One figure of ``key`` vs epoch for every algorithm; None when no run has ``key``."""
+                   x_axis: str = "epoch", reference: dict[str, float] | None = None) -> pathlib.Path | None:
+    """One figure of ``key`` vs epoch for every algorithm; None when no run has ``key``.
+
+    ``reference``: {algorithm: published final value}, drawn as thin dashed lines in
+    the algorithm's colour (ours beside theirs)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     drawn = False
@@ -74,6 +77,10 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
     if not drawn:
         plt.close(fig)
         return None
+    for name, value in (reference or {}).items():
+        color = _STYLE.get(name, {}).get("color", "gray")
+        ax.axhline(float(value), color=color, linestyle=(0, (2, 2)), linewidth=0.9, alpha=0.8,
+                   label=f"{name} (published)")
     ax.set_xlabel(_XLABEL[x_axis])
     ax.set_ylabel(ylabel)
     if log:
@@ -89,13 +96,18 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
 
 
 def plot_run(run_dir: pathlib.Path, histories: dict[str, list[dict]], title: str = "",
-             x_axis: str = "epoch") -> list[pathlib.Path]:
-    """accuracy.png, loss.png, consensus.png in ``run_dir`` (mean over nodes, min-max band)."""
+             x_axis: str = "epoch", published: dict | None = None) -> list[pathlib.Path]:
+    """accuracy.png, loss.png, consensus.png in ``run_dir`` (mean over nodes, min-max band).
+
+    ``published``: {"test_acc": {algo: value}, "test_loss": {algo: value}} reference lines."""
     run_dir = pathlib.Path(run_dir)
     kw = dict(title=title, x_axis=x_axis)
+    published = published or {}
     out = [
-        plot_histories(histories, "test_acc_node", "test accuracy (mean over nodes)", run_dir / "accuracy.png", **kw),
-        plot_histories(histories, "test_loss_node", "test cross-entropy (mean over nodes)", run_dir / "loss.png", **kw),
+        plot_histories(histories, "test_acc_node", "test accuracy (mean over nodes)", run_dir / "accuracy.png",
+                       reference=published.get("test_acc"), **kw),
+        plot_histories(histories, "test_loss_node", "test cross-entropy (mean over nodes)", run_dir / "loss.png",
+                       reference=published.get("test_loss"), **kw),
         plot_histories(histories, "consensus_distance", "consensus distance (1/N) sum ||w_i - w_bar||^2",
                        run_dir / "consensus.png", log=True, **kw),
     ]

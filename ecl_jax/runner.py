@@ -88,20 +88,31 @@ def build_topology(config: RunConfig) -> topo_mod.Topology:
 
 ALGORITHM_NAMES = (
     "ecl-pdmm", "ecl-admm", "pdmm-isvr", "admm-isvr", "gossip", "pairwise-gossip",
-    "dsgd", "gradient-tracking", "local", "centralized",
+    "dsgd", "gradient-tracking", "local", "centralized", "pdmm-sgd", "admm-sgd",
 )
+
+# Named variants: ICML21's "PDMM-SGD" / "ADMM-SGD" are the KDD20 ECL-PDMM / ECL-ADMM
+# (same update, own name so both can run side by side with their own ``options``).
+ALGORITHM_ALIASES = {"pdmm-sgd": "ecl-pdmm", "admm-sgd": "ecl-admm"}
 
 
 def build_algorithm(name: str, config: RunConfig) -> algs.Algorithm:
     """An algorithm by name with the config's hyperparameters and ``options[name]``."""
     opts = dict(config.options.get(name, {}))
     lr = opts.pop("lr", config.lr)
+    if config.lr_decay != 1.0 and config.lr_decay_every > 0:
+        # Step decay lr * decay^floor(step / every) (KDD20 CIFAR: x0.95 every 10 epochs).
+        import optax
+
+        lr = optax.exponential_decay(lr, config.lr_decay_every, config.lr_decay, staircase=True)
     momentum = opts.pop("momentum", None)
-    if name in ("ecl-pdmm", "ecl-admm"):
+    base = ALGORITHM_ALIASES.get(name, name)
+    if base in ("ecl-pdmm", "ecl-admm"):
         opts.setdefault("eta", config.eta)
         opts.pop("isvr_rule", None)
-        builder = algs.ecl_pdmm if name == "ecl-pdmm" else algs.ecl_admm
-        return builder(lr=lr, **opts)
+        opts.pop("K", None)
+        builder = algs.ecl_pdmm if base == "ecl-pdmm" else algs.ecl_admm
+        return builder(lr=lr, name=name, **opts)
     if name in ("pdmm-isvr", "admm-isvr"):
         rule = opts.pop("isvr_rule", "paper")
         K = opts.pop("K", config.K)
@@ -160,22 +171,28 @@ def prepare_data(config: RunConfig) -> PreparedData:
 
     ds = datasets.load_dataset(config.dataset, data_dir=config.data_dir)
     if config.n_train or config.n_test:
-        ds = datasets.subsample(ds, config.n_train, config.n_test, seed=config.partition_seed)
+        ds = datasets.subsample(ds, config.n_train, config.n_test, seed=config.partition_seed or 0)
     kwargs: dict[str, Any] = {}
     method = config.partition
-    if method == "k_classes":
+    if method == "k_classes" and config.partition_k is not None:
         kwargs["k"] = config.partition_k
-    elif method in ("dirichlet",):
-        kwargs["alpha"] = config.partition_alpha
-    elif method == "quantity_skew":
+    elif method in ("dirichlet", "quantity_skew"):
         kwargs["alpha"] = config.partition_alpha
     elif method == "classes":
         if config.class_lists is None:
             raise ConfigError("partition='classes' needs class_lists, e.g. [[6,7,8,9],[3,4,5],[0,1,2]]")
         kwargs["class_lists"] = [list(c) for c in config.class_lists]
+        kwargs["replace"] = config.partition_replace
+    elif method in ("kdd20_mnist", "kdd20_cifar10"):
+        kwargs["replace"] = config.partition_replace
     elif method == "icml21":
-        kwargs["classes_per_node"] = config.partition_k
-    parts = partition.partition(ds.y_train, config.n_nodes, method, seed=config.partition_seed, **kwargs)
+        if config.partition_k is not None:
+            kwargs["classes_per_node"] = config.partition_k
+        kwargs["num_classes"] = ds.num_classes
+    try:
+        parts = partition.partition(ds.y_train, config.n_nodes, method, seed=config.partition_seed, **kwargs)
+    except ValueError as err:
+        raise ConfigError(f"data split failed: {err}") from None
     counts = partition.count_table(ds.y_train, parts, ds.num_classes)
     train = partition.node_data(ds.x_train, ds.y_train, parts)
     return PreparedData(
@@ -371,8 +388,15 @@ def run_experiment(
         shutil.rmtree(run_dir)
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        ignore = {"out_dir"}
-        diff = sorted(k for k in set(old) | set(resolved) if k not in ignore and old.get(k) != resolved.get(k))
+        # published: plot annotation only; algorithms: each has its own checkpoint, so
+        # adding one to a finished run folder runs only the new one.
+        ignore = {"out_dir", "published", "algorithms"}
+        defaults = config_to_dict(RunConfig())
+        # A key missing from an older config.json is the same run if it has its default now.
+        diff = sorted(
+            k for k in set(old) | set(resolved)
+            if k not in ignore and old.get(k, defaults.get(k)) != resolved.get(k)
+        )
         if diff:
             raise ConfigError(
                 f"{run_dir} holds a run with a different config (keys {diff}); "
@@ -442,7 +466,8 @@ def run_experiment(
         histories[name] = history
 
     write_metrics_csv(run_dir / "metrics.csv", histories, config.n_nodes)
-    plots = plotting.plot_run(run_dir, histories, title=_title(config, topology), x_axis=config.x_axis)
+    plots = plotting.plot_run(run_dir, histories, title=_title(config, topology), x_axis=config.x_axis,
+                              published=config.published)
     final = {k: h[-1] for k, h in histories.items() if h}
     (run_dir / "final.json").write_text(json.dumps(summarize(final), indent=2))
     return RunResult(run_dir, histories, final, plots)

@@ -13,7 +13,7 @@ CONFIG = RunConfig(
     dataset="mnist5k",
     model="mlp",
     partition="k_classes",
-    partition_k=2,
+    partition_k=2,  # k of 10 classes per node
     topology="ring",
     n_nodes=16,
     edge_schedule="bernoulli:K=4",

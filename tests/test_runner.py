@@ -1,0 +1,180 @@
+"""Runner, configs and CLI: overrides, errors, run folders, resume bit-equality, divergence."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from ecl_jax import cli
+from ecl_jax.config import ConfigError, RunConfig, apply_overrides, load_config
+from ecl_jax.runner import DivergenceError, build_algorithm, build_topology, run_experiment
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+TINY = RunConfig(
+    name="tiny",
+    dataset="mnist5k",
+    n_train=600,
+    n_test=200,
+    model="logistic",
+    n_nodes=4,
+    partition="k_classes",
+    partition_k=3,
+    topology="ring",
+    edge_schedule="bernoulli:K=2",
+    algorithms=("ecl-pdmm", "gossip"),
+    lr=0.05,
+    batch_size=8,
+    steps=60,
+    eval_every=20,
+)
+
+
+def _rows(path: pathlib.Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_overrides_parse_types_and_algorithm_options():
+    cfg = apply_overrides(
+        TINY, ["steps=7", "lr=0.5", "algorithms=ecl-admm,dsgd", "data_dir=none", "ecl-admm.eta=3", "same_init=false"]
+    )
+    assert cfg.steps == 7 and cfg.lr == 0.5 and cfg.algorithms == ("ecl-admm", "dsgd")
+    assert cfg.data_dir is None and cfg.same_init is False
+    assert cfg.options == {"ecl-admm": {"eta": 3.0}}
+    assert build_algorithm("ecl-admm", cfg).config.eta == 3.0
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(TINY, ["stepz=3"])
+    assert "'stepz'" in str(err.value) and "steps" in str(err.value) and "n_nodes" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "item, needle",
+    [("steps=abc", "integer"), ("lr=fast", "number"), ("same_init=maybe", "boolean"), ("steps", "key=value"),
+     ("ecl-pdmm.etta=1", "valid options"), ("n_nodes=0", "positive integer"), ("x_axis=time", "x_axis")],
+)
+def test_ill_typed_or_invalid_values_are_rejected(item, needle):
+    with pytest.raises(ConfigError, match=needle):
+        apply_overrides(TINY, [item])
+
+
+def test_unknown_algorithm_and_topology_are_named():
+    with pytest.raises(ConfigError, match="unknown algorithm 'pdmmm'.*valid"):
+        build_algorithm("pdmmm", TINY)
+    with pytest.raises(ConfigError, match="unknown topology 'hypercube'.*valid"):
+        build_topology(dataclasses.replace(TINY, topology="hypercube"))
+    with pytest.raises(ConfigError, match="do not apply to gossip"):
+        build_algorithm("gossip", apply_overrides(TINY, ["gossip.eta=2"]))
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "nope.py"))
+    bad = tmp_path / "bad.py"
+    bad.write_text("CONFIG = 3\n")
+    with pytest.raises(ConfigError, match="must define CONFIG"):
+        load_config(str(bad))
+    assert load_config(str(ROOT / "experiments" / "default.py")).name == "default"
+
+
+# ------------------------------------------------------------------ runs
+
+
+def test_run_folder_contents(tmp_path):
+    cfg = dataclasses.replace(TINY, out_dir=str(tmp_path))
+    res = run_experiment(cfg, quiet=True)
+    d = res.run_dir
+    for f in ("config.json", "split.txt", "split.csv", "metrics.csv", "accuracy.png", "loss.png", "consensus.png", "final.json"):
+        assert (d / f).is_file(), f
+    rows = _rows(d / "metrics.csv")
+    assert [r["algorithm"] for r in rows] == ["ecl-pdmm"] * 3 + ["gossip"] * 3
+    assert [int(r["step"]) for r in rows[:3]] == [20, 40, 60]
+    needed = {"epoch", "samples_seen", "wall_time", "test_acc_mean", "test_loss_mean", "mean_model_test_acc",
+              "consensus_distance", "test_acc_node_0", "test_acc_node_3", "test_loss_node_3"}
+    assert needed <= set(rows[0])
+    assert int(rows[-1]["samples_seen"]) == 60 * 8 * 4
+    np.testing.assert_allclose(
+        float(rows[0]["test_acc_mean"]), np.mean([float(rows[0][f"test_acc_node_{i}"]) for i in range(4)]), rtol=1e-6
+    )
+    split = np.loadtxt(d / "split.csv", delimiter=",")
+    assert split.shape == (4, 10) and split.sum() == 600
+    assert (split > 0).sum(1).tolist() == [3, 3, 3, 3]  # 3 of 10 classes per node
+    assert json.loads((d / "config.json").read_text())["steps"] == 60
+    # learning happened: both beat chance, accuracy rose
+    assert float(rows[2]["test_acc_mean"]) > 0.3
+
+
+def test_interrupted_run_resumes_bit_identical(tmp_path):
+    full = run_experiment(dataclasses.replace(TINY, out_dir=str(tmp_path / "a")), quiet=True)
+    cfg_b = dataclasses.replace(TINY, out_dir=str(tmp_path / "b"))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg_b, quiet=True, stop_after_chunks=4)  # inside the second algorithm
+    partial = _rows(tmp_path / "b" / "tiny" / "metrics.csv") if (tmp_path / "b" / "tiny" / "metrics.csv").exists() else []
+    assert partial == []  # metrics.csv is only written at the end; checkpoints hold the progress
+    resumed = run_experiment(cfg_b, quiet=True)
+    a = _rows(full.run_dir / "metrics.csv")
+    b = _rows(resumed.run_dir / "metrics.csv")
+    assert len(a) == len(b) == 6
+    for ra, rb in zip(a, b):
+        ra.pop("wall_time"), rb.pop("wall_time")
+        assert ra == rb  # every metric, every node, as text: bit for bit
+    # the final states too
+    za = np.load(full.run_dir / "checkpoints" / "gossip.npz")
+    zb = np.load(resumed.run_dir / "checkpoints" / "gossip.npz")
+    for k in za.files:
+        if k.startswith("leaf_"):
+            np.testing.assert_array_equal(za[k], zb[k])
+
+
+def test_changed_config_in_same_folder_is_refused(tmp_path):
+    cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), steps=20, algorithms=("gossip",))
+    run_experiment(cfg, quiet=True)
+    with pytest.raises(ConfigError, match=r"different config.*lr.*--fresh"):
+        run_experiment(dataclasses.replace(cfg, lr=0.1), quiet=True)
+    run_experiment(dataclasses.replace(cfg, lr=0.1), quiet=True, fresh=True)
+
+
+def test_divergence_stops_with_step_algorithm_and_settings(tmp_path):
+    cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), algorithms=("gossip",), lr=1e3, l2=1.0, steps=200)
+    with pytest.raises(DivergenceError) as err:
+        run_experiment(cfg, quiet=True)
+    msg = str(err.value)
+    assert "gossip" in msg and "step" in msg and "1000.0" in msg
+    # no bad checkpoint was written: either none or one whose params are finite
+    ck = tmp_path / "tiny" / "checkpoints" / "gossip.npz"
+    if ck.exists():
+        z = np.load(ck)
+        assert all(np.all(np.isfinite(z[k])) for k in z.files if k.startswith("leaf_") and z[k].dtype.kind == "f")
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_default_job_smoke(tmp_path, capsys):
+    code = cli.main(["run", str(ROOT / "experiments" / "default.py"), "--smoke", "--quiet", "--set", f"out_dir={tmp_path}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "final test accuracy" in out and "ecl-pdmm" in out and "centralized" in out
+    assert "plot:" in out and "accuracy.png" in out
+    run_dir = tmp_path / "default_smoke"
+    assert (run_dir / "accuracy.png").stat().st_size > 10_000
+    # compare overlays finished runs
+    code = cli.main(["compare", str(run_dir), "--out", str(tmp_path / "cmp")])
+    assert code == 0 and (tmp_path / "cmp" / "accuracy.png").is_file()
+
+
+def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
+    code = cli.main(["run", "--set", "nodes=3", "--set", f"out_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown config key 'nodes'" in err and "n_nodes" in err
