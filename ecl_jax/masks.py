@@ -122,7 +122,7 @@ class FixedSlotEdges:
         _check_pos_int("K", self.K)
         if self.slots is not None:
             s = np.asarray(self.slots)
-            if s.ndim != 1 or (s.size and (s.min() < 0 or s.max() >= self.K)):
+            if s.ndim != 1 or (s.size and (not np.issubdtype(s.dtype, np.integer) or s.min() < 0 or s.max() >= self.K)):
                 raise ValueError(f"slots must be a 1-D sequence of integers in [0, {self.K}), got {self.slots!r}")
         _check_prob("failure_prob", self.failure_prob, allow_zero=True, allow_one=False)
 

@@ -379,7 +379,7 @@ def from_adjacency(adjacency, *, name: str = "adjacency", layout: str = "auto") 
         if bad.any():
             i, j = map(int, np.argwhere(bad)[0])
             raise TopologyError(
-                f"adjacency entry ({i}, {j}) = {a[i, j]!r}; entries must be 0/1 or boolean"
+                f"adjacency entry ({i}, {j}) = {a[i, j].item()!r}; entries must be 0/1 or boolean"
             )
         a = a.astype(bool)
     if a.shape[0] < 2:

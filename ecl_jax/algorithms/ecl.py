@@ -110,7 +110,9 @@ class ECLConfig:
             if isinstance(self.K, bool) or not isinstance(self.K, int) or self.K < min_k:
                 raise ValueError(f"eta_rule={self.eta_rule!r} needs an integer K >= {min_k} (local steps per round), got K={self.K!r}")
         if self.gradient_coefficient and self.eta_rule != "isvr_code":
-            raise ValueError("gradient_coefficient=True is only defined for eta_rule='isvr_code'")
+            raise ValueError(
+                f"gradient_coefficient=True is only defined for eta_rule='isvr_code', got eta_rule={self.eta_rule!r}"
+            )
         if not (isinstance(self.c, (int, float)) and self.c > 0):
             raise ValueError(f"c must be > 0, got {self.c!r}")
 
@@ -289,7 +291,7 @@ def ecl_isvr(
     kwargs.setdefault("name", f"{variant}-isvr")
     if eta_rule == "paper":
         kwargs.setdefault("theta", 1.0 if variant == "pdmm" else 0.5)
-        return ecl(ECLConfig(lr=lr, K=K, eta_rule="isvr_paper", **kwargs))
+        return ecl(ECLConfig(lr=lr, K=K, eta_rule="isvr_paper", gradient_coefficient=gradient_coefficient, **kwargs))
     kwargs.setdefault("c", 1.0 if variant == "pdmm" else 2.0)
     kwargs.setdefault("dual_smoothing", variant == "admm")
     kwargs.setdefault("theta", 1.0)
