@@ -25,6 +25,7 @@ and edges touching them do not exchange.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -68,7 +69,7 @@ def _make_optimizer(lr: float | None, optimizer: optax.GradientTransformation | 
         return optimizer
     if lr is None:
         raise ValueError("give a learning rate lr or an optax optimizer")
-    if not (callable(lr) or (isinstance(lr, (int, float)) and lr > 0 and np.isfinite(lr))):
+    if not (callable(lr) or (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and lr > 0 and np.isfinite(lr))):
         raise ValueError(f"lr must be a positive finite number or a schedule, got {lr!r}")
     return optax.sgd(lr)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -51,6 +52,11 @@ __all__ = [
 ]
 
 ETA_RULES = ("constant", "degree", "isvr_paper", "isvr_code")
+
+
+def _is_real(x) -> bool:
+    """A real number (Python or NumPy scalar), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 LearningRate = float | Callable[[jax.Array], jax.Array]
 
 
@@ -95,13 +101,13 @@ class ECLConfig:
 
     def __post_init__(self):
         if not callable(self.lr):
-            if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            if not (_is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
                 raise ValueError(f"lr (= 1/mu) must be a positive finite number or a schedule, got {self.lr!r}")
-        if not (isinstance(self.eta, (int, float)) and self.eta > 0 and math.isfinite(self.eta)):
+        if not (_is_real(self.eta) and self.eta > 0 and math.isfinite(self.eta)):
             raise ValueError(f"eta must be a positive finite number, got {self.eta!r}")
-        if not (isinstance(self.theta, (int, float)) and 0 < self.theta <= 1):
+        if not (_is_real(self.theta) and 0 < self.theta <= 1):
             raise ValueError(f"theta must be in (0, 1] (1 = PDMM, 0.5 = ADMM), got {self.theta!r}")
-        if not (isinstance(self.rho, (int, float)) and self.rho >= 0):
+        if not (_is_real(self.rho) and self.rho >= 0):
             raise ValueError(f"rho must be >= 0, got {self.rho!r}")
         if self.eta_rule not in ETA_RULES:
             raise ValueError(f"eta_rule must be one of {ETA_RULES}, got {self.eta_rule!r}")
@@ -113,7 +119,7 @@ class ECLConfig:
             raise ValueError(
                 f"gradient_coefficient=True is only defined for eta_rule='isvr_code', got eta_rule={self.eta_rule!r}"
             )
-        if not (isinstance(self.c, (int, float)) and self.c > 0):
+        if not (_is_real(self.c) and self.c > 0):
             raise ValueError(f"c must be > 0, got {self.c!r}")
 
     def lr_at(self, count: jax.Array) -> jax.Array:
@@ -191,16 +197,39 @@ def ecl(config: ECLConfig) -> Algorithm:
 
     def step(state: ECLState, grads, topology: Topology, edge_active, node_active) -> ECLState:
         check_masks(topology, edge_active, node_active)
-        lr = config.lr_at(state.count)
-        eta, rho, gcoef = node_eta(config, topology, lr)
-        deg = jnp.asarray(topology.degree, jnp.float32)
-        sign = gops.edge_weights(topology, "sign")
-        valid = gops.edge_weights(topology, "valid")
         scales = (
             fan_in_scales(state.params)
             if config.fan_in_scaling
             else jax.tree_util.tree_map(lambda _: 1.0, state.params)
         )
+        # Work on 2-D leaves ([N, P_leaf] and [edge axes..., P_leaf]): the update is
+        # elementwise per parameter, and XLA:CPU runs gathers and slot reductions on a
+        # contiguous trailing axis several times faster than on conv/dense kernel shapes.
+        shapes = jax.tree_util.tree_map(jnp.shape, state.params)
+        n_edge_axes = len(topology.edge_state_shape)
+        flat_n = lambda t: jax.tree_util.tree_map(lambda a: a.reshape(a.shape[:1] + (-1,)), t)
+        flat_e = lambda t: jax.tree_util.tree_map(lambda a: a.reshape(a.shape[:n_edge_axes] + (-1,)), t)
+        flat_state = ECLState(
+            flat_n(state.params),
+            flat_e(state.duals),
+            flat_e(state.smoothed_duals),
+            flat_e(state.received),
+            state.count,
+        )
+        new = _step_2d(flat_state, flat_n(grads), scales, topology, edge_active, node_active)
+        unflat_n = lambda t: jax.tree_util.tree_map(lambda a, sh: a.reshape(sh), t, shapes)
+        unflat_e = lambda t: None if t is None else jax.tree_util.tree_map(
+            lambda a, sh: a.reshape(topology.edge_state_shape + tuple(sh[1:])), t, shapes
+        )
+        return ECLState(unflat_n(new.params), unflat_e(new.duals), unflat_e(new.smoothed_duals),
+                        unflat_e(new.received), new.count)
+
+    def _step_2d(state: ECLState, grads, scales, topology: Topology, edge_active, node_active) -> ECLState:
+        lr = config.lr_at(state.count)
+        eta, rho, gcoef = node_eta(config, topology, lr)
+        deg = jnp.asarray(topology.degree, jnp.float32)
+        sign = gops.edge_weights(topology, "sign")
+        valid = gops.edge_weights(topology, "valid")
 
         if config.dual_smoothing:
             zbar = jax.tree_util.tree_map(lambda a, z: 0.5 * (a + z), state.smoothed_duals, state.duals)
