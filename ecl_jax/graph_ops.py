@@ -4,7 +4,9 @@ These are the only primitives the algorithms use to communicate; each works on o
 array leaf whose leading axes are the node axis [N, ...] or the layout's edge axes
 (``topology.edge_state_shape``), and a ``tree_`` variant maps it over a pytree.
 No Python loop over nodes or edges: gathers with static index arrays, dense sums over
-the slot axis (slot layout) or sorted segment sums (edge layout).
+the slot axis (slot layout) or sorted segment sums (edge layout). In the shift layout
+(rings, tori, circulant graphs) neighbour values and the exchange are static rolls of
+the node axis, one per slot: contiguous slices, no index arrays at all.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ __all__ = [
 ]
 
 
+#: Up to this many slots, slot sums are unrolled into one elementwise expression.
+_UNROLL_SLOTS = 16
+
+
 def expand(v: jax.Array, leaf: jax.Array) -> jax.Array:
     """Append trailing singleton axes to ``v`` so it broadcasts against ``leaf``."""
     return v.reshape(v.shape + (1,) * (leaf.ndim - v.ndim))
@@ -57,9 +63,21 @@ def edge_mask(topology: Topology, edge_active: jax.Array, node_active: jax.Array
     return padded[jnp.asarray(topology.edge_array("undirected"))]
 
 
+def _grid_roll(topology: Topology, x: jax.Array, offset) -> jax.Array:
+    """y[i] = x[i + offset] on the node grid (static shift; offset in grid coordinates)."""
+    grid = topology.node_grid
+    xg = x.reshape(grid + x.shape[1:])
+    shifts = tuple(-int(o) for o in offset)
+    axes = tuple(range(len(grid)))
+    keep = [(s, a) for s, a in zip(shifts, axes) if s % grid[a] != 0]
+    if keep:
+        xg = jnp.roll(xg, tuple(s for s, _ in keep), tuple(a for _, a in keep))
+    return xg.reshape(x.shape)
+
+
 def broadcast_to_edges(topology: Topology, x: jax.Array) -> jax.Array:
     """x [N, ...] -> value of the *source* node on every directed edge."""
-    if topology.layout == "slots":
+    if topology.layout in ("slots", "shift"):
         return jnp.broadcast_to(x[:, None], (x.shape[0], topology.max_degree) + x.shape[1:])
     return jnp.repeat(x, jnp.asarray(topology.degree), axis=0, total_repeat_length=topology.n_directed)
 
@@ -69,11 +87,18 @@ def neighbor_values(topology: Topology, x: jax.Array) -> jax.Array:
 
     Padding slots receive the node's own value.
     """
+    if topology.layout == "shift":
+        return jnp.stack([_grid_roll(topology, x, o) for o in topology.shift_offsets], axis=1)
     return x[jnp.asarray(topology.edge_array("dst"))]
 
 
 def reverse(topology: Topology, e: jax.Array) -> jax.Array:
     """Per-edge values -> the value held on the opposite direction (what j holds for i)."""
+    if topology.layout == "shift":
+        rs = topology.shift_reverse_slot
+        return jnp.stack(
+            [_grid_roll(topology, e[:, rs[s]], o) for s, o in enumerate(topology.shift_offsets)], axis=1
+        )
     rev = jnp.asarray(topology.edge_array("reverse"))
     if topology.layout == "slots":
         flat = e.reshape((-1,) + e.shape[2:])
@@ -89,9 +114,18 @@ def sum_edges(topology: Topology, e: jax.Array, weights: jax.Array | None = None
     """
     if weights is None:
         weights = edge_weights(topology, "valid", e.dtype)
+    if topology.layout in ("slots", "shift"):
+        d = topology.max_degree
+        if d <= _UNROLL_SLOTS:
+            # An explicit sum over the few slots is one elementwise fusion; a reduce over
+            # a short middle axis is much slower on XLA:CPU.
+            wts = weights.astype(e.dtype)
+            total = e[:, 0] * expand(wts[:, 0], e[:, 0])
+            for s in range(1, d):
+                total = total + e[:, s] * expand(wts[:, s], e[:, s])
+            return total
+        return (e * expand(weights.astype(e.dtype), e)).sum(axis=1)
     prod = e * expand(weights.astype(e.dtype), e)
-    if topology.layout == "slots":
-        return prod.sum(axis=1)
     return jax.ops.segment_sum(
         prod, jnp.asarray(topology.src), num_segments=topology.n_nodes, indices_are_sorted=True
     )

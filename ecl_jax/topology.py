@@ -10,7 +10,7 @@ directed edge"):
   (A_{src|dst} = +1 if src < dst else -1) and ``undirected`` (index into ``edges``);
 * ``degree`` [N].
 
-Per-edge state (duals z_{i|j}, received models) is stored in one of two *layouts*:
+Per-edge state (duals z_{i|j}, received models) is stored in one of three *layouts*:
 
 * ``"slots"``: shape [N, D, ...] with D the maximum degree; slot s of node i is its
   s-th neighbour in increasing order, padded slots are masked out. Aggregation over a
@@ -18,8 +18,15 @@ Per-edge state (duals z_{i|j}, received models) is stored in one of two *layouts
   precomputed reverse-slot permutation (DESIGN.md, "The graph").
 * ``"edges"``: shape [2E, ...] in CSR order; aggregation is a sorted ``segment_sum``.
   Used for skewed degree distributions (a star), where padding would cost O(N^2).
+* ``"shift"``: shape [N, D, ...] like slots, for graphs that are invariant under
+  translation of the node index on a grid (``grid``: (N,) for circulant graphs such as
+  rings, multiplex rings, exponential and complete graphs; (rows, cols) for a torus).
+  Slot s of *every* node i holds the neighbour i + o_s (mod the grid) for a fixed
+  offset o_s (:attr:`Topology.shift_offsets`), so neighbour values and the exchange
+  are static ``roll``s along the node axis (no gather, no scatter, no padding).
 
-``layout="auto"`` picks slots when padding adds at most 25 % to 2E. Memory is
+``layout="auto"`` picks slots when padding adds at most 25 % to 2E; ``layout="fast"``
+picks shift where the graph allows it and otherwise what ``"auto"`` picks. Memory is
 O(N + E) for the index arrays; :meth:`Topology.adjacency` builds the dense [N, N]
 view only on request.
 """
@@ -34,7 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Layout = Literal["slots", "edges"]
+Layout = Literal["slots", "edges", "shift"]
+LAYOUTS: tuple[str, ...] = ("auto", "fast", "slots", "edges", "shift")
 
 __all__ = [
     "Topology",
@@ -85,6 +93,7 @@ class Topology:
     offsets: np.ndarray  # [N + 1] int32, CSR row pointer
     layout: Layout
     name: str = "graph"
+    grid: tuple[int, ...] | None = None  # node-index grid for the shift layout; None = (N,)
 
     # ----------------------------------------------------------------- sizes
     @property
@@ -108,7 +117,7 @@ class Topology:
     @property
     def edge_state_shape(self) -> tuple[int, ...]:
         """Leading shape of per-directed-edge arrays in this topology's layout."""
-        if self.layout == "slots":
+        if self.layout in ("slots", "shift"):
             return (self.n_nodes, self.max_degree)
         return (self.n_directed,)
 
@@ -130,10 +139,83 @@ class Topology:
 
     def _build_slots(self) -> np.ndarray:
         n, d = self.n_nodes, self.max_degree
+        if self.layout == "shift":
+            # slot s of node i holds the directed edge (i -> i + o_s); keys src*N + dst are
+            # sorted in CSR order, so a search finds each edge's index.
+            nbr = self.shift_neighbors
+            keys = self.src.astype(np.int64) * n + self.dst
+            want = np.arange(n, dtype=np.int64)[:, None] * n + nbr
+            return np.searchsorted(keys, want).astype(np.int32)
         idx = np.full((n, d), self.n_directed, dtype=np.int32)
         pos = np.arange(self.n_directed) - self.offsets[self.src]
         idx[self.src, pos] = np.arange(self.n_directed, dtype=np.int32)
         return idx
+
+    # ----------------------------------------------------- shift structure
+    @property
+    def node_grid(self) -> tuple[int, ...]:
+        """Shape of the node-index grid used by the shift layout ((N,) unless set)."""
+        return tuple(self.grid) if self.grid is not None else (self.n_nodes,)
+
+    @property
+    def shift_offsets(self) -> np.ndarray | None:
+        """[D, len(node_grid)] int offsets o_s with neighbour(i, s) = i + o_s on the grid
+        (each coordinate in [0, grid size)), or None when the graph is not invariant
+        under grid translations (then the shift layout is unavailable)."""
+        return _cached(self, "_shift_offsets", self._find_shifts)
+
+    @property
+    def supports_shift(self) -> bool:
+        """Whether :attr:`shift_offsets` exists (the ``"shift"`` layout is available)."""
+        return self.shift_offsets is not None
+
+    @property
+    def shift_reverse_slot(self) -> np.ndarray:
+        """[D] slot s' with o_{s'} = -o_s: the slot in which neighbour i + o_s holds i."""
+        def build():
+            off, g = self._require_shift(), np.asarray(self.node_grid)
+            key = [tuple(o) for o in off.tolist()]
+            return np.array([key.index(tuple(((-o) % g).tolist())) for o in off], np.int32)
+
+        return _cached(self, "_shift_reverse_slot", build)
+
+    @property
+    def shift_neighbors(self) -> np.ndarray:
+        """[N, D] neighbour index held in each shift slot."""
+        def build():
+            off, g = self._require_shift(), np.asarray(self.node_grid)
+            coords = np.stack(np.unravel_index(np.arange(self.n_nodes), tuple(g)), 1)  # [N, k]
+            nbr = (coords[:, None, :] + off[None, :, :]) % g  # [N, D, k]
+            return np.ravel_multi_index(tuple(np.moveaxis(nbr, -1, 0)), tuple(g)).astype(np.int32)
+
+        return _cached(self, "_shift_neighbors", build)
+
+    def _require_shift(self) -> np.ndarray:
+        off = self.shift_offsets
+        if off is None:
+            raise TopologyError(
+                f"{self.name} is not invariant under translations of the node grid {self.node_grid}: "
+                "the shift layout needs every node i to have the neighbours i + o_s for the same offsets o_s"
+            )
+        return off
+
+    def _find_shifts(self) -> np.ndarray | None:
+        g = np.asarray(self.node_grid)
+        if int(np.prod(g)) != self.n_nodes or not self.is_regular:
+            return None
+        cs = np.stack(np.unravel_index(self.src, tuple(g)), 1)
+        cd = np.stack(np.unravel_index(self.dst, tuple(g)), 1)
+        delta = (cd - cs) % g  # [2E, k] offset of every directed edge
+        codes = np.ravel_multi_index(tuple(delta.T), tuple(g))
+        d = self.max_degree
+        # every node must see the same offset set; CSR order groups edges by source
+        per_node = np.sort(codes.reshape(self.n_nodes, d), axis=1)
+        if not (per_node == per_node[:1]).all() or len(np.unique(per_node[0])) != d:
+            return None
+        base = per_node[0]
+        # slot order: smallest offset first in the last grid axis's "distance"; canonical
+        # order is increasing code, i.e. +1 before -1 = N-1 on a ring.
+        return np.stack(np.unravel_index(base, tuple(g)), 1).astype(np.int64)
 
     @property
     def slot_valid(self) -> np.ndarray:
@@ -144,6 +226,8 @@ class Topology:
         """Arrange a per-directed-edge NumPy array [2E, ...] in this layout."""
         if self.layout == "edges":
             return values
+        if self.layout == "shift":
+            return values[self.slot_index]
         padded = np.concatenate(
             [values, np.full((1,) + values.shape[1:], fill, dtype=values.dtype)]
         )
@@ -240,11 +324,15 @@ def _cached(topo: Topology, key: str, build):
 
 
 def _check_layout(layout: str, topo: Topology) -> Layout:
+    if layout == "fast":
+        return "shift" if topo.supports_shift else _check_layout("auto", topo)
     if layout == "auto":
         padded = topo.n_nodes * topo.max_degree
         return "slots" if padded <= 1.25 * topo.n_directed else "edges"
-    if layout not in ("slots", "edges"):
-        raise ValueError(f"layout must be 'auto', 'slots' or 'edges', got {layout!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(repr(x) for x in LAYOUTS)}, got {layout!r}")
+    if layout == "shift":
+        topo._require_shift()
     return layout  # type: ignore[return-value]
 
 
@@ -260,12 +348,14 @@ def from_edges(
     name: str = "graph",
     layout: str = "auto",
     allow_duplicates: bool = False,
+    grid: tuple[int, ...] | None = None,
 ) -> Topology:
     """Build a validated topology from N and a list of undirected edges (u, v).
 
     Raises :class:`TopologyError` naming the offending node or edge for: N < 2, an
     endpoint outside [0, N), a self loop, a duplicate edge (unless
-    ``allow_duplicates``) and a disconnected graph.
+    ``allow_duplicates``) and a disconnected graph. ``grid`` (e.g. (rows, cols) for a
+    torus) is the node-index grid the ``"shift"`` layout translates on; default (N,).
     """
     if isinstance(n_nodes, bool) or not isinstance(n_nodes, (int, np.integer)):
         raise TopologyError(f"n_nodes must be an integer >= 2, got {n_nodes!r}")
@@ -338,7 +428,10 @@ def from_edges(
         offsets=offsets.astype(np.int32),
         layout="edges",
         name=name,
+        grid=None if grid is None else tuple(int(g) for g in grid),
     )
+    if topo.grid is not None and int(np.prod(topo.grid)) != n:
+        raise TopologyError(f"grid {topo.grid} has {int(np.prod(topo.grid))} cells but the graph has {n} nodes")
     return topo.with_layout(layout)
 
 
@@ -451,7 +544,7 @@ def torus(rows: int, cols: int, *, layout: str = "auto") -> Topology:
             for j in (r * cols + (c + 1) % cols, ((r + 1) % rows) * cols + c):
                 if i != j:
                     edges.add(tuple(sorted((i, j))))
-    return from_edges(rows * cols, sorted(edges), name=f"torus{rows}x{cols}", layout=layout)
+    return from_edges(rows * cols, sorted(edges), name=f"torus{rows}x{cols}", layout=layout, grid=(rows, cols))
 
 
 def complete(n: int, *, layout: str = "auto") -> Topology:
