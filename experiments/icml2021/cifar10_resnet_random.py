@@ -1,0 +1,54 @@
+"""ICML 2021, the GroupNorm residual network on CIFAR-10, random graph (N2), N = 8, K = 8.
+
+Setup of the official ECL-ISVR code (papers.md §7, §8, §9.3): the ICML21 split (8 of
+10 classes per node, seed 11), the code's "ResNet-32" (``icml21_resnet``: a
+ResNet-34 layout with a 7x7 stem, GroupNorm of 32 channels per group, dropout
+0.1 / 0.5, 21.3 M parameters; ``--set model=resnet32_gn`` for He et al.'s 0.46 M CIFAR
+ResNet-32), batch 100, lr 0.002, L2 0.01, exchange ``slots:K=8`` (ICML code), all nodes
+from one model, 5584 rounds as in the README figure.
+
+    ecl-jax run experiments/icml2021/cifar10_resnet_random.py
+
+Needs CIFAR-10 (data_dir with the python or binary archive, or TFDS) and a GPU: 8 x 21.3 M parameters plus one dual per directed edge
+(20 x 21.3 M floats, about 2.4 GB in float32), 44,672 steps per algorithm.
+Not run on the 2-core CPU of this repository's CI (see REPRODUCTION.md).
+"""
+
+from ecl_jax.config import RunConfig
+
+_KDD_OPTIONS = {"eta": 1.0, "rho": 0.1, "eta_rule": "degree", "fan_in_scaling": True}
+
+CONFIG = RunConfig(
+    name="icml21_cifar10_resnet_random",
+    dataset="cifar10",
+    model="icml21_resnet",
+    partition="icml21",
+    partition_k=8,
+    partition_seed=11,
+    topology="icml21_random",
+    hops=2,
+    n_nodes=8,
+    edge_schedule="slots:K=8",
+    K=8,
+    algorithms=("dsgd", "pdmm-isvr", "admm-isvr", "pdmm-sgd", "admm-sgd", "gradient-tracking", "centralized"),
+    lr=0.002,
+    batch_size=100,
+    l2=0.01,
+    same_init=True,
+    steps=44672,
+    eval_every=384,
+    eval_batch=500,
+    x_axis="round",
+    options={"pdmm-sgd": dict(_KDD_OPTIONS), "admm-sgd": dict(_KDD_OPTIONS)},
+    published={
+        "test_acc": {"dsgd": 0.4813, "pdmm-isvr": 0.7220, "admm-isvr": 0.7221, "centralized": 0.7305},
+        "test_loss": {"dsgd": 1.465, "pdmm-isvr": 1.041, "admm-isvr": 1.016, "centralized": 1.178},
+    },
+    description="ICML21 README figure: GroupNorm ResNet, CIFAR-10, random graph (N2)",
+)
+
+# `--smoke` checks the pipeline (split, graph, algorithms, options) on the embedded MNIST
+# subset with the logistic model: compiling the 21 M-parameter network for 8 nodes takes
+# minutes on a CPU (the network itself is tested in tests/test_models.py).
+SMOKE = ["dataset=mnist5k", "model=logistic", "steps=16", "eval_every=8", "n_test=200",
+         "algorithms=pdmm-isvr,dsgd"]
