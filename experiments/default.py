@@ -21,7 +21,7 @@ CONFIG = RunConfig(
     lr=0.05,
     eta=1.0,
     batch_size=32,
-    steps=3000,
+    steps=1500,
     eval_every=100,
 )
 
