@@ -190,6 +190,11 @@ ALGORITHM_CASES = {
     "eta_negative": (lambda: ecl_admm(lr=0.1, eta=-1.0), ValueError, r"eta must be a positive.*-1\.0"),
     "theta_zero": (lambda: ECLConfig(lr=0.1, theta=0.0), ValueError, r"theta must be in \(0, 1\].*0\.0"),
     "theta_above_one": (lambda: ECLConfig(lr=0.1, theta=1.5), ValueError, r"theta must be in \(0, 1\].*1\.5"),
+    "pdmm_theta_not_one": (
+        lambda: ecl_pdmm(lr=0.1, theta=0.5),
+        ValueError,
+        r"ecl_pdmm fixes theta = 1.*theta=0\.5.*ecl_admm",
+    ),
     "rho_negative": (lambda: ecl_pdmm(lr=0.1, rho=-0.1), ValueError, r"rho must be >= 0, got -0\.1"),
     "eta_rule_unknown": (lambda: ecl_pdmm(lr=0.1, eta_rule="adaptive"), ValueError, r"eta_rule must be one of.*'adaptive'"),
     "isvr_without_K": (
@@ -233,6 +238,7 @@ def test_algorithm_config_validation(case):
 def test_valid_configs_pass():
     # the boundaries that are allowed
     ECLConfig(lr=0.1, theta=1.0)
+    assert ecl_pdmm(lr=0.1, theta=1.0).config.theta == 1.0  # the runner may pass theta=1 through
     ECLConfig(lr=0.1, rho=0.0)
     ECLConfig(lr=lambda t: 0.1)  # schedule
     ECLConfig(lr=0.1, eta_rule="isvr_code", K=1)

@@ -280,7 +280,14 @@ def ecl(config: ECLConfig) -> Algorithm:
 
 
 def ecl_pdmm(lr: LearningRate, eta: float = 1.0, **kwargs) -> Algorithm:
-    """ECL-PDMM ("PDMM-SGD", KDD20): theta = 1. ``kwargs`` go to :class:`ECLConfig`."""
+    """ECL-PDMM ("PDMM-SGD", KDD20): theta = 1. ``kwargs`` go to :class:`ECLConfig`
+    (``theta`` is fixed to 1 here: use :func:`ecl_admm` or :func:`ecl` for others)."""
+    if "theta" in kwargs and kwargs["theta"] != 1.0:
+        raise ValueError(
+            f"ecl_pdmm fixes theta = 1 (Peaceman-Rachford), got theta={kwargs['theta']!r}; "
+            "use ecl_admm (theta = 1/2) or ecl(ECLConfig(theta=...)) for another relaxation"
+        )
+    kwargs.pop("theta", None)
     kwargs.setdefault("name", "ecl-pdmm")
     return ecl(ECLConfig(lr=lr, eta=eta, theta=1.0, **kwargs))
 
