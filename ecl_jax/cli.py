@@ -57,8 +57,15 @@ def _compare(args) -> int:
 
 
 def _bench(args) -> int:
+    import os
     import runpy
 
+    # experiments/ sits next to the package in the repository (not installed): make it
+    # importable from the console script too.
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for path in (repo, os.getcwd()):
+        if os.path.isdir(os.path.join(path, "experiments")) and path not in sys.path:
+            sys.path.insert(0, path)
     sys.argv = ["bench"] + list(args.rest)
     runpy.run_module("experiments.bench", run_name="__main__")
     return 0
@@ -90,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     from ecl_jax.config import ConfigError
     from ecl_jax.runner import DivergenceError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after "bench" belongs to the benchmark's own parser
+        return _bench(argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
