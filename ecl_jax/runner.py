@@ -97,7 +97,17 @@ ALGORITHM_ALIASES = {"pdmm-sgd": "ecl-pdmm", "admm-sgd": "ecl-admm"}
 
 
 def build_algorithm(name: str, config: RunConfig) -> algs.Algorithm:
-    """An algorithm by name with the config's hyperparameters and ``options[name]``."""
+    """An algorithm by name with the config's hyperparameters and ``options[name]``;
+    an invalid hyperparameter becomes a :class:`ConfigError` naming the algorithm."""
+    try:
+        return _build_algorithm(name, config)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{name}: {err}") from None
+
+
+def _build_algorithm(name: str, config: RunConfig) -> algs.Algorithm:
     opts = dict(config.options.get(name, {}))
     lr = opts.pop("lr", config.lr)
     if config.lr_decay != 1.0 and config.lr_decay_every > 0:

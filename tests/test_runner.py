@@ -178,3 +178,10 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
     code = cli.main(["run", "--set", "nodes=3", "--set", f"out_dir={tmp_path}"])
     err = capsys.readouterr().err
     assert code == 2 and "unknown config key 'nodes'" in err and "n_nodes" in err
+
+
+def test_cli_reports_invalid_algorithm_option_with_its_name(tmp_path, capsys):
+    # a hyperparameter the algorithm rejects (ecl-pdmm fixes theta = 1) is a config error
+    code = cli.main(["run", "--smoke", "--quiet", "--set", "ecl-pdmm.theta=0.5", "--set", f"out_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "ecl-pdmm: ecl_pdmm fixes theta = 1" in err and "theta=0.5" in err
