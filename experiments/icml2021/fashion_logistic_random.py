@@ -23,36 +23,22 @@ Needs Fashion-MNIST (Debian/Ubuntu: ``apt-get install dataset-fashion-mnist``).
 Published finals (README SVGs, papers.md §9.4) are drawn as dashed lines.
 """
 
-from ecl_jax.config import RunConfig
+import dataclasses
+import pathlib
 
-_KDD_OPTIONS = {"eta": 1.0, "rho": 0.1, "eta_rule": "degree", "fan_in_scaling": True}
+from ecl_jax.config import load_config
 
-CONFIG = RunConfig(
+# Everything as in fashion_logistic_ring.py except:
+CONFIG = dataclasses.replace(
+    load_config(pathlib.Path(__file__).with_name("fashion_logistic_ring.py")),
     name="icml21_fashion_logistic_random",
-    dataset="fashion_mnist",
-    model="logistic",
-    partition="icml21",
-    partition_k=8,
-    partition_seed=11,
     topology="icml21_random",
-    hops=2,
-    n_nodes=8,
-    edge_schedule="slots:K=8",
-    K=8,
-    algorithms=("dsgd", "pdmm-isvr", "admm-isvr", "pdmm-sgd", "admm-sgd", "gradient-tracking", "centralized"),
-    lr=0.002,
-    batch_size=100,
-    l2=0.01,
-    same_init=True,
-    steps=44_672,
-    eval_every=384,
-    x_axis="round",
-    options={"pdmm-sgd": dict(_KDD_OPTIONS), "admm-sgd": dict(_KDD_OPTIONS)},
+    steps=44672,
+    description="ICML21 README figure: logistic regression, Fashion-MNIST, random graph",
     published={
         "test_acc": {"dsgd": 0.6543, "pdmm-isvr": 0.8045, "admm-isvr": 0.8054, "centralized": 0.8167},
         "test_loss": {"dsgd": 1.39, "pdmm-isvr": 0.612, "admm-isvr": 0.609, "centralized": 0.568},
     },
-    description="ICML21 README figure: logistic regression, Fashion-MNIST, random graph",
 )
 
 # `--smoke`: the same pipeline on the embedded MNIST subset, seconds.

@@ -17,34 +17,16 @@ epoch 200 (README figure, by eye): gossip ~1.05-1.15 (oscillating), PDMM ~0.72,
 ADMM ~0.75, reference ~0.75.
 """
 
-from ecl_jax.config import RunConfig
+import dataclasses
+import pathlib
 
-_KDD = {"lr": 0.005, "eta": 1.0, "rho": 0.1, "eta_rule": "degree", "fan_in_scaling": True, "eta_follows_lr": True}
+from ecl_jax.config import load_config
 
-CONFIG = RunConfig(
+# Everything as in cifar_round_robin.py except:
+CONFIG = dataclasses.replace(
+    load_config(pathlib.Path(__file__).with_name("cifar_round_robin.py")),
     name="kdd20_cifar_random",
-    dataset="cifar10",
-    model="kdd20_cifar_cnn",
-    partition="classes",
-    class_lists=((0, 1, 2, 3, 6, 9), (0, 1, 2, 3, 4, 7), (0, 1, 2, 3, 5, 8)),
-    partition_replace=True,
-    topology="complete",
-    n_nodes=3,
     edge_schedule="bernoulli:K=6",
-    algorithms=("pairwise-gossip", "ecl-pdmm", "ecl-admm", "centralized"),
-    lr=0.005,
-    lr_decay=0.95,
-    lr_decay_every=5_000,
-    batch_size=100,
-    steps=100_000,
-    eval_every=2_500,
-    x_axis="step",
-    options={
-        "pairwise-gossip": {"lr": 0.05},
-        "ecl-pdmm": dict(_KDD),
-        "ecl-admm": dict(_KDD, dual_smoothing=True, theta=1.0),
-    },
-    published={"test_loss": {"pairwise-gossip": 1.10, "ecl-pdmm": 0.72, "ecl-admm": 0.75, "centralized": 0.75}},
     description="KDD20 sample code README figure: CIFAR-10, 3 nodes, random exchange p = 1/6",
 )
 

@@ -23,32 +23,16 @@ Published curves (README figure, read by eye, test cross-entropy at epoch 50):
 gossip ~0.045, PDMM ~0.035, ADMM ~0.04, reference ~0.03 (dashed lines).
 """
 
-from ecl_jax.config import RunConfig
+import dataclasses
+import pathlib
 
-_KDD = {"lr": 0.005, "eta": 1.0, "rho": 0.1, "eta_rule": "degree", "fan_in_scaling": True}
+from ecl_jax.config import load_config
 
-CONFIG = RunConfig(
+# Everything as in mnist_round_robin.py except:
+CONFIG = dataclasses.replace(
+    load_config(pathlib.Path(__file__).with_name("mnist_round_robin.py")),
     name="kdd20_mnist_random",
-    dataset="mnist",
-    model="kdd20_mnist_cnn",
-    partition="classes",
-    class_lists=((6, 7, 8, 9), (3, 4, 5), (0, 1, 2)),
-    partition_replace=True,
-    topology="complete",
-    n_nodes=3,
     edge_schedule="bernoulli:K=6",
-    algorithms=("pairwise-gossip", "ecl-pdmm", "ecl-admm", "centralized"),
-    lr=0.005,
-    batch_size=100,
-    steps=30_000,
-    eval_every=600,
-    x_axis="step",
-    options={
-        "pairwise-gossip": {"lr": 0.05},
-        "ecl-pdmm": dict(_KDD),
-        "ecl-admm": dict(_KDD, dual_smoothing=True, theta=1.0),
-    },
-    published={"test_loss": {"pairwise-gossip": 0.045, "ecl-pdmm": 0.035, "ecl-admm": 0.04, "centralized": 0.03}},
     description="KDD20 sample code README figure: MNIST, 3 nodes, random exchange p = 1/6",
 )
 

@@ -10,27 +10,16 @@ batch 32 per node; accuracy is compared at equal rounds.
     ecl-jax run experiments/scale/icml21_torus.py --set n_nodes=256 --set name=scale_icml21_torus_n256
 """
 
-from ecl_jax.config import RunConfig
+import dataclasses
+import pathlib
 
-CONFIG = RunConfig(
+from ecl_jax.config import load_config
+
+# Everything as in icml21_ring.py except:
+CONFIG = dataclasses.replace(
+    load_config(pathlib.Path(__file__).with_name("icml21_ring.py")),
     name="scale_icml21_torus_n64",
-    dataset="fashion_mnist",
-    model="logistic",
-    partition="icml21",
-    partition_k=8,
-    partition_seed=11,
     topology="torus",
-    n_nodes=64,
-    edge_schedule="slots:K=8",
-    K=8,
-    algorithms=("dsgd", "pdmm-isvr", "admm-isvr", "gradient-tracking", "centralized"),
-    lr=0.01,
-    batch_size=32,
-    l2=0.01,
-    steps=2_400,
-    eval_every=300,
-    eval_batch=2_000,
-    x_axis="round",
     description="ICML21 logistic Fashion-MNIST comparison at scale, torus graph",
 )
 
