@@ -67,7 +67,10 @@ def _bench(args) -> int:
         if os.path.isdir(os.path.join(path, "experiments")) and path not in sys.path:
             sys.path.insert(0, path)
     sys.argv = ["bench"] + list(args.rest)
-    runpy.run_module("experiments.bench", run_name="__main__")
+    try:
+        runpy.run_module("experiments.bench", run_name="__main__")
+    except SystemExit as done:  # the benchmark ends with sys.exit(main())
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     return 0
 
 
