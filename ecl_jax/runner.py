@@ -313,31 +313,40 @@ class RunResult:
     plots: list[pathlib.Path]
 
 
+def _duration(seconds: float) -> str:
+    """Seconds as M:SS, or H:MM:SS from one hour on ("--:--" when unknown)."""
+    if not math.isfinite(seconds):
+        return "--:--"
+    m, sec = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
 class Progress:
     """One line per chunk: steps/s, ETA, last metrics (stderr; silent with quiet)."""
 
     def __init__(self, algo: str, total: int, quiet: bool):
         self.algo, self.total, self.quiet = algo, total, quiet
-        self.t0, self.s0 = time.time(), None
+        self.start, self.t0, self.s0 = time.time(), time.time(), None
 
     def __call__(self, step: int, metrics: dict):
         if self.quiet:
             return
         now = time.time()
-        if self.s0 is None:  # first chunk includes compilation
+        if self.s0 is None:  # first chunk includes compilation: no rate yet
             self.s0, self.t0 = step, now
-            rate, eta = float("nan"), float("nan")
+            speed = f"first chunk {_duration(now - self.start)} incl. compilation"
         else:
             rate = (step - self.s0) / max(now - self.t0, 1e-9)
             eta = (self.total - step) / rate if rate > 0 else float("nan")
+            speed = f"{rate:.3g} steps/s ETA {_duration(eta)}"
         acc = metrics.get("test_acc_node")
         acc_s = f" test_acc {np.mean(acc):.4f}" if acc is not None else ""
         loss = metrics.get("test_loss_node")
         loss_s = f" test_loss {np.mean(loss):.4f}" if loss is not None else ""
-        eta_s = time.strftime("%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "--:--"
         print(
             f"[{self.algo}] step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) "
-            f"{rate:.0f} steps/s ETA {eta_s}{acc_s}{loss_s} consensus {float(metrics['consensus_distance']):.3g}",
+            f"{speed}{acc_s}{loss_s} consensus {float(metrics['consensus_distance']):.3g}",
             file=sys.stderr,
             flush=True,
         )

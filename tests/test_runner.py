@@ -185,3 +185,17 @@ def test_cli_reports_invalid_algorithm_option_with_its_name(tmp_path, capsys):
     code = cli.main(["run", "--smoke", "--quiet", "--set", "ecl-pdmm.theta=0.5", "--set", f"out_dir={tmp_path}"])
     err = capsys.readouterr().err
     assert code == 2 and "ecl-pdmm: ecl_pdmm fixes theta = 1" in err and "theta=0.5" in err
+
+
+def test_progress_lines_report_rate_and_long_eta(monkeypatch, capsys):
+    from ecl_jax import runner
+
+    clock = iter([0.0, 0.0, 300.0, 550.0])  # start, init, first chunk (compile), second chunk
+    monkeypatch.setattr(runner.time, "time", lambda: next(clock))
+    progress = runner.Progress("ecl-pdmm", total=10_100, quiet=False)
+    metrics = {"test_acc_node": np.array([0.5, 0.7]), "consensus_distance": 0.01}
+    progress(100, metrics)
+    progress(200, metrics)  # 100 steps in 250 s: 0.4 steps/s, 9,900 steps left = 6 h 52 min 30 s
+    first, second = capsys.readouterr().err.strip().splitlines()
+    assert "first chunk 5:00 incl. compilation" in first and "test_acc 0.6000" in first
+    assert "0.4 steps/s ETA 6:52:30" in second
