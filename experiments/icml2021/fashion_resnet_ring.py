@@ -14,37 +14,22 @@ Needs Fashion-MNIST (Debian: dataset-fashion-mnist) and a GPU: 8 x 21.3 M parame
 Not run on the 2-core CPU of this repository's CI (see REPRODUCTION.md).
 """
 
-from ecl_jax.config import RunConfig
+import dataclasses
+import pathlib
 
-_KDD_OPTIONS = {"eta": 1.0, "rho": 0.1, "eta_rule": "degree", "fan_in_scaling": True}
+from ecl_jax.config import load_config
 
-CONFIG = RunConfig(
+# The logistic-regression setup (fashion_logistic_ring.py) with the residual network:
+CONFIG = dataclasses.replace(
+    load_config(pathlib.Path(__file__).with_name("fashion_logistic_ring.py")),
     name="icml21_fashion_resnet_multiplex_ring",
-    dataset="fashion_mnist",
     model="icml21_resnet",
-    partition="icml21",
-    partition_k=8,
-    partition_seed=11,
-    topology="multiplex_ring",
-    hops=2,
-    n_nodes=8,
-    edge_schedule="slots:K=8",
-    K=8,
-    algorithms=("dsgd", "pdmm-isvr", "admm-isvr", "pdmm-sgd", "admm-sgd", "gradient-tracking", "centralized"),
-    lr=0.002,
-    batch_size=100,
-    l2=0.01,
-    same_init=True,
-    steps=70400,
-    eval_every=384,
     eval_batch=500,
-    x_axis="round",
-    options={"pdmm-sgd": dict(_KDD_OPTIONS), "admm-sgd": dict(_KDD_OPTIONS)},
+    description="ICML21 README figure: GroupNorm ResNet, Fashion-MNIST, multiplex ring (N1)",
     published={
         "test_acc": {"dsgd": 0.8658, "pdmm-isvr": 0.9059, "admm-isvr": 0.9087, "centralized": 0.9108},
         "test_loss": {"dsgd": 0.377, "pdmm-isvr": 0.367, "admm-isvr": 0.376, "centralized": 0.355},
     },
-    description="ICML21 README figure: GroupNorm ResNet, Fashion-MNIST, multiplex ring (N1)",
 )
 
 # `--smoke` checks the pipeline (split, graph, algorithms, options) on the embedded MNIST
