@@ -239,3 +239,34 @@ def test_mixed_precision_keeps_float32_state_and_changes_only_rounding():
     assert mixed_precision(loss)(jax.tree_util.tree_map(lambda w: w[0], params), x, data.y[0, :3]).dtype == jnp.float32
     with pytest.raises(ValueError, match="floating dtype"):
         mixed_precision(loss, jnp.int32)
+
+
+# ------------------------------------------------------------ fusion boundary
+def test_materialized_is_fn_for_any_token_and_a_conditional_on_cpu():
+    from ecl_jax.algorithms.base import materialized
+
+    def fn(a, b):
+        return {"x": a * 2.0 + b, "y": (a - b, b.sum())}
+
+    a, b = jnp.arange(6.0).reshape(2, 3), jnp.ones((2, 3))
+    want = fn(a, b)
+    for token in (0, 7, -3):  # a negative token takes the other branch, which also computes fn
+        got = jax.jit(lambda a, b, t: materialized(fn, a, b, token=t))(a, b, jnp.int32(token))
+        jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
+    hlo = jax.jit(lambda a, b, t: materialized(fn, a, b, token=t)).lower(a, b, jnp.int32(0)).as_text()
+    assert ("stablehlo.case" in hlo or "stablehlo.if" in hlo) == (jax.default_backend() == "cpu")
+
+
+@pytest.mark.parametrize("make", [lambda: ecl_pdmm(lr=0.1, eta=1.0), lambda: gossip(lr=0.1), lambda: dsgd(lr=0.1)],
+                         ids=["ecl-pdmm", "gossip", "dsgd"])
+def test_steps_materialise_the_local_update_once(make):
+    """On CPU the local/primal update runs inside one conditional (a fusion boundary), so
+    XLA cannot recompute it inside every consumer of the shifted exchange."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the boundary is only inserted on the CPU backend")
+    alg, topo = make(), tp.ring(8, layout="fast")
+    params = {"w": jnp.ones((8, 5)), "b": jnp.zeros((8,))}
+    state = alg.init(params, topo)
+    ea, na = jnp.ones(topo.n_edges, bool), jnp.ones(8, bool)
+    hlo = jax.jit(lambda s, g: alg.step(s, g, topo, ea, na)).lower(state, params).compile().as_text()
+    assert hlo.count(" conditional(") == 1

@@ -1,6 +1,6 @@
 """Decentralised training rules as ``init``/``step`` pairs (see :mod:`ecl_jax.algorithms.base`)."""
 
-from ecl_jax.algorithms.base import Algorithm, keep_inactive
+from ecl_jax.algorithms.base import Algorithm, keep_inactive, materialized
 from ecl_jax.algorithms.baselines import (
     centralized,
     dsgd,
@@ -15,6 +15,7 @@ from ecl_jax.algorithms.ecl import ECLConfig, ECLState, ecl, ecl_admm, ecl_isvr,
 __all__ = [
     "Algorithm",
     "keep_inactive",
+    "materialized",
     "ECLConfig",
     "ECLState",
     "ecl",

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from ecl_jax import graph_ops as gops
-from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, keep_inactive
+from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, keep_inactive, materialized
 from ecl_jax.topology import Topology
 
 __all__ = [
@@ -118,6 +118,12 @@ def _local_update(tx, params, grads, opt_state):
     return optax.apply_updates(params, updates), opt_state
 
 
+def _token(grads) -> jax.Array:
+    """A traced scalar for :func:`materialized` (these states carry no step counter; the
+    masks may be constants the compiler folds, the gradients never are)."""
+    return jax.tree_util.tree_leaves(grads)[0].reshape(-1)[0]
+
+
 def _init_opt(tx, params):
     return jax.vmap(tx.init)(params)
 
@@ -153,9 +159,13 @@ def gossip(lr: float | None = None, *, optimizer: optax.GradientTransformation |
 
     def step(state, grads, topology, edge_active, node_active):
         check_masks(topology, edge_active, node_active)
-        half, opt = _local_update(tx, state.params, grads, state.opt_state)
-        half = keep_inactive(half, state.params, node_active)
-        opt = keep_inactive(opt, state.opt_state, node_active)
+
+        def local(params, grads, opt_state, node_active):
+            half, opt = _local_update(tx, params, grads, opt_state)
+            return keep_inactive(half, params, node_active), keep_inactive(opt, opt_state, node_active)
+
+        # The mix reads half at the neighbours' positions: materialise it once.
+        half, opt = materialized(local, state.params, grads, state.opt_state, node_active, token=_token(grads))
         active = gops.edge_mask(topology, edge_active, node_active)
         return OptState(_mix(topology, half, metropolis_hastings(topology, active)), opt)
 
@@ -169,10 +179,16 @@ def _received_algorithm(name, tx, lr, combine):
 
     def step(state, grads, topology, edge_active, node_active):
         check_masks(topology, edge_active, node_active)
-        half, opt = _local_update(tx, state.params, grads, state.opt_state)
-        new = jax.tree_util.tree_map(lambda w, r: combine(topology, w, r), half, state.received)
-        new = keep_inactive(new, state.params, node_active)
-        opt = keep_inactive(opt, state.opt_state, node_active)
+
+        def local(params, grads, opt_state, received, node_active):
+            half, opt = _local_update(tx, params, grads, opt_state)
+            new = jax.tree_util.tree_map(lambda w, r: combine(topology, w, r), half, received)
+            return keep_inactive(new, params, node_active), keep_inactive(opt, opt_state, node_active)
+
+        # The received copies read new at the neighbours' positions: materialise it once.
+        new, opt = materialized(
+            local, state.params, grads, state.opt_state, state.received, node_active, token=_token(grads)
+        )
         active = gops.edge_mask(topology, edge_active, node_active)
         received = jax.tree_util.tree_map(
             lambda r, w: jnp.where(gops.expand(active, r), gops.neighbor_values(topology, w), r),

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax import graph_ops as gops
-from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, keep_inactive
+from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, keep_inactive, materialized
 from ecl_jax.topology import Topology
 
 __all__ = [
@@ -251,8 +251,13 @@ def ecl(config: ECLConfig) -> Algorithm:
             return num / den
 
         received_in = state.received if use_rho else jax.tree_util.tree_map(lambda _: 0.0, state.params)
-        new_w = jax.tree_util.tree_map(primal, state.params, grads, zbar, scales, received_in)
-        new_w = keep_inactive(new_w, state.params, node_active)
+
+        def primal_all(params, grads, zbar, received_in, node_active):
+            new_w = jax.tree_util.tree_map(primal, params, grads, zbar, scales, received_in)
+            return keep_inactive(new_w, params, node_active)
+
+        # The exchange reads new_w at other nodes' positions: materialise it once.
+        new_w = materialized(primal_all, state.params, grads, zbar, received_in, node_active, token=state.count)
 
         active = gops.edge_mask(topology, edge_active, node_active)
 
