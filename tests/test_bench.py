@@ -58,3 +58,14 @@ def test_report_through_the_cli(tiny_rows, tmp_path, capsys):
     targets = json.loads((tmp_path / "out" / "targets.json").read_text())
     assert targets["state_over_ideal_max"] == pytest.approx(1.0, rel=1e-3)
     assert (tmp_path / "out" / "results.csv").read_text().count("\n") == 4  # header + 3 rows
+
+
+def test_cpu_profile_runs_and_its_sum_difference_prototype_computes_the_library_step():
+    from experiments import profile_cpu
+
+    up = profile_cpu.profile_update(4, 2)
+    assert up["sumdiff_max_abs_err"] < 1e-5  # the prototype's layout holds the same duals
+    assert set(up["update_ms"]) == {"library", "no boundary", "sum/diff"}
+    assert all(v > 0 for v in up["update_ms"].values()) and up["stream_gbs"] > 0
+    with pytest.raises(SystemExit):
+        profile_cpu.main(["--n", "2"])  # a ring needs 3 nodes: argparse error, exit 2

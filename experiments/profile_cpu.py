@@ -1,0 +1,208 @@
+"""Where the time of a vectorised ECL step goes on XLA:CPU (the profile behind BENCHMARKS.md).
+
+    python -m experiments.profile_cpu                # MLP 784-256-10, N = 64 ring (~1 min)
+    python -m experiments.profile_cpu --n 512 --json out.json
+
+Part 1, the ECL-PDMM update alone (primal update + dual exchange, fixed gradients) in
+a ``fori_loop``, as inside the engine's scan, against an in-place elementwise stream
+over the same buffers:
+
+* ``library``: ``ecl_pdmm(...).step`` in the shift layout (what the engine runs);
+* ``no boundary``: the same step with :func:`ecl_jax.algorithms.materialized` replaced
+  by a plain call, so XLA:CPU may recompute the primal inside the exchange's fusions;
+* ``sum/diff``: a prototype that stores the two duals of each ring edge (i, i+1) in the
+  basis u = z_{i|i+1} + z_{i+1|i}, v = z_{i|i+1} - z_{i+1|i}; the PDMM exchange is then
+  elementwise, u' = u + 2 theta A (w_{i+1} - w_i), v' = (1 - 2 theta) v +
+  2 theta A (w_{i+1} + w_i), i.e. updatable in place (checked equal to ``library``).
+
+Part 2, the per-node gradients: vmapped per-node MLP gradients against one gradient of
+the concatenated batch, and the batched matmuls they consist of against one big matmul.
+
+Minimal traffic of the update: read w, g, z and write w, z = (3 + 2 * 2) N P floats on a
+ring (7 N P); the stream ``a <- 0.5 a + b`` moves 3 floats per element.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ecl_jax import topology as tp
+from ecl_jax.algorithms import ecl_pdmm, materialized
+
+# the module (the package exports a function of the same name)
+ecl_module = importlib.import_module("ecl_jax.algorithms.ecl")
+
+LR, ETA = 0.05, 1.0
+SHAPES = {"w1": (784, 256), "b1": (256,), "w2": (256, 10), "b2": (10,)}
+
+
+def _best_ms(fn, *args, repeats: int = 3) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return min(times) * 1e3
+
+
+def _params(n: int, seed: int = 0) -> dict:
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(SHAPES))
+    return {k: 0.05 * jax.random.normal(kk, (n,) + s) for kk, (k, s) in zip(keys, SHAPES.items())}
+
+
+def sumdiff_from_library(duals: dict) -> dict:
+    """Shift-layout ring duals [N, 2, ...] (slot 0: z_{i|i+1}, slot 1: z_{i|i-1}) -> (u, v)."""
+    out = {}
+    for k, z in duals.items():
+        back = jnp.roll(z[:, 1], -1, axis=0)  # z_{i+1|i} at position i
+        out[k] = (z[:, 0] + back, z[:, 0] - back)
+    return out
+
+
+def sumdiff_step(n: int, theta: float = 1.0):
+    """The prototype's PDMM step on a ring (constant eta, all edges active)."""
+    sign = jnp.where(jnp.arange(n) < n - 1, 1.0, -1.0)  # A_{i|i+1}
+    mu = 1.0 / LR
+
+    def ex(v, a):
+        return v.reshape(v.shape + (1,) * (a.ndim - 1))
+
+    def primal(w, z, g):
+        out = {}
+        for k in w:
+            u, v = z[k]
+            a, b = 0.5 * (u + v), 0.5 * (u - v)  # z_{i|i+1}, z_{i+1|i} at position i
+            s = ex(sign, w[k])
+            dual_sum = s * a - jnp.roll(s * b, 1, axis=0)  # sum_j A_{i|j} z_{i|j}
+            out[k] = (mu * w[k] - g[k] + ETA * dual_sum) / (mu + 2 * ETA)
+        return out
+
+    def step(w, z, g, token):
+        nw = materialized(primal, w, z, g, token=token)
+        nz = {}
+        for k in nw:
+            u, v = z[k]
+            s = ex(sign, u)
+            right = jnp.roll(nw[k], -1, axis=0)
+            nz[k] = (u + 2 * theta * s * (right - nw[k]), (1 - 2 * theta) * v + 2 * theta * s * (right + nw[k]))
+        return nw, nz
+
+    return step
+
+
+def profile_update(n: int, iters: int) -> dict:
+    topo = tp.ring(n, layout="fast")
+    params, grads = _params(n), _params(n, seed=1)
+    p = sum(int(np.prod(s)) for s in SHAPES.values())
+    ea, na = jnp.ones(topo.n_edges, bool), jnp.ones(n, bool)
+    alg = ecl_pdmm(lr=LR, eta=ETA)
+    state = alg.init(params, topo)
+    # start from non-zero duals so the check below compares something
+    state = alg.step(alg.step(state, grads, topo, ea, na), params, topo, ea, na)
+
+    def lib_loop(s):
+        return jax.lax.fori_loop(0, iters, lambda i, st: alg.step(st, grads, topo, ea, na), s)
+
+    original = ecl_module.materialized
+    try:
+        ecl_module.materialized = lambda fn, *a, token: fn(*a)
+        t_plain = _best_ms(jax.jit(lib_loop), state) / iters
+    finally:
+        ecl_module.materialized = original
+    t_lib = _best_ms(jax.jit(lib_loop), state) / iters
+
+    sd = sumdiff_step(n)
+
+    def sd_loop(w, z):
+        return jax.lax.fori_loop(0, iters, lambda i, c: sd(c[0], c[1], grads, i), (w, z))
+
+    z0 = sumdiff_from_library(state.duals)
+    t_sd = _best_ms(jax.jit(sd_loop), state.params, z0) / iters
+    # the prototype computes the library's maths
+    ref = jax.jit(lib_loop)(state)
+    w_sd, z_sd = jax.jit(sd_loop)(state.params, z0)
+    z_ref = sumdiff_from_library(ref.duals)
+    err = max(
+        max(float(jnp.max(jnp.abs(w_sd[k] - ref.params[k]))) for k in SHAPES),
+        max(float(jnp.max(jnp.abs(a - b))) for k in SHAPES for a, b in zip(z_sd[k], z_ref[k])),
+    )
+
+    flat = jnp.ones((3 * n * p,), jnp.float32)
+    t_stream = _best_ms(jax.jit(lambda a, b: jax.lax.fori_loop(0, iters, lambda i, x: 0.5 * x + b, a)), flat, flat) / iters
+    gb = lambda floats, ms: floats * 4 / ms / 1e6
+    minimal = 7 * n * p
+    return {
+        "n": n,
+        "params_per_node": p,
+        "update_ms": {"library": t_lib, "no boundary": t_plain, "sum/diff": t_sd},
+        "update_gbs": {"library": gb(minimal, t_lib), "no boundary": gb(minimal, t_plain), "sum/diff": gb(minimal, t_sd)},
+        "stream_gbs": gb(9 * n * p, t_stream),
+        "sumdiff_max_abs_err": err,
+    }
+
+
+def profile_gradients(n: int, batch: int = 32) -> dict:
+    def loss(w, x, y):
+        h = jax.nn.relu(x @ w["w1"] + w["b1"])
+        logits = h @ w["w2"] + w["b2"]
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+
+    params = _params(n)
+    key = jax.random.PRNGKey(2)
+    x = jax.random.normal(key, (n, batch, 784))
+    y = jax.random.randint(key, (n, batch), 0, 10)
+    one = jax.tree_util.tree_map(lambda a: a[0], params)
+    t_vmap = _best_ms(jax.jit(jax.vmap(jax.grad(loss))), params, x, y)
+    t_big = _best_ms(jax.jit(jax.grad(loss)), one, x.reshape(-1, 784), y.reshape(-1))
+    w1, dy = params["w1"], jnp.ones((n, batch, 256))
+    flops = 2 * n * batch * 784 * 256
+    t_bfwd = _best_ms(jax.jit(lambda x, w: jnp.einsum("nbd,ndh->nbh", x, w)), x, w1)
+    t_bwg = _best_ms(jax.jit(lambda x, d: jnp.einsum("nbd,nbh->ndh", x, d)), x, dy)
+    t_fwd = _best_ms(jax.jit(lambda x, w: x @ w), x.reshape(-1, 784), w1[0])
+    gf = lambda ms: flops / ms / 1e6
+    return {
+        "grad_ms": {"vmapped per node": t_vmap, "one big batch": t_big},
+        "layer1_gflops": {"batched forward": gf(t_bfwd), "batched weight grad": gf(t_bwg), "big forward": gf(t_fwd)},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=64, help="number of nodes (ring), >= 3")
+    ap.add_argument("--iters", type=int, default=10, help="update steps per timed loop, >= 1")
+    ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = ap.parse_args(argv)
+    if args.n < 3:
+        ap.error(f"--n must be >= 3 (a ring), got {args.n}")
+    if args.iters < 1:
+        ap.error(f"--iters must be >= 1, got {args.iters}")
+    up = profile_update(args.n, args.iters)
+    gr = profile_gradients(args.n)
+    print(f"ECL-PDMM update, MLP 784-256-10, ring N = {args.n} (P = {up['params_per_node']:,}), "
+          f"per step in a loop; stream {up['stream_gbs']:.1f} GB/s")
+    for k, ms in up["update_ms"].items():
+        print(f"  {k:12s} {ms:8.1f} ms  {up['update_gbs'][k]:5.1f} GB/s of 7NP floats "
+              f"({up['update_gbs'][k] / up['stream_gbs']:.2f} of the stream)")
+    print(f"  sum/diff prototype vs library: max abs difference {up['sumdiff_max_abs_err']:.1e}")
+    print("per-node gradients (batch 32 per node):")
+    for k, ms in gr["grad_ms"].items():
+        print(f"  {k:18s} {ms:8.1f} ms")
+    print("first layer (784 x 256) matmuls, same FLOPs:")
+    for k, v in gr["layer1_gflops"].items():
+        print(f"  {k:20s} {v:7.1f} GFLOP/s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"update": up, "gradients": gr, "jax": jax.__version__}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
