@@ -64,8 +64,10 @@ def materialized(fn: Callable[..., Any], *args: Any, token: jax.Array) -> Any:
     copied every iteration. A conditional is a boundary XLA does not fuse across, so on
     the CPU backend ``fn`` runs as ``lax.cond(token >= 0, fn, fn, ...)``; ``token`` is a
     traced scalar the compiler cannot fold (the step counter, a gradient entry); both
-    branches compute ``fn``, so its value never matters. Measured on the 2-core CPU (MLP 784-256-10, N = 64, whole engine step): ECL-PDMM 478 -> 563
-    node-steps/s on a ring, 101 -> 137 on the exponential graph (BENCHMARKS.md).
+    branches compute ``fn``, so its value never matters. Measured on the 2-core CPU
+    (MLP 784-256-10, N = 64, whole engine step): ECL-PDMM 478 -> 563 node-steps/s on a
+    ring, 101 -> 137 on the exponential graph (``experiments/profile_cpu.py`` shows the
+    update alone with and without it).
     Other backends get ``fn(*args)`` (not measured there: no GPU was lent to this
     project yet; a conditional on a GPU costs a predicate transfer to the host).
     """
