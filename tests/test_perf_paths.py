@@ -116,13 +116,13 @@ def test_primitives_match_numpy_definition(name, layout):
 
 
 def test_unrolled_and_reduced_slot_sums_agree():
-    # complete(20) has 19 slots: above the unroll threshold, so the reduce path is used.
-    topo = tp.complete(20, layout="slots")
+    # complete(40) has 39 slots: above the unroll threshold, so the reduce path is used.
+    topo = tp.complete(40, layout="slots")
     assert topo.max_degree > gops._UNROLL_SLOTS
     rng = np.random.default_rng(2)
     e_dir = rng.normal(size=(topo.n_directed, 4)).astype(np.float32)
     w_dir = rng.normal(size=topo.n_directed).astype(np.float32)
-    _, _, _, want = _numpy_primitives(topo, np.zeros((20, 4), np.float32), e_dir, w_dir)
+    _, _, _, want = _numpy_primitives(topo, np.zeros((40, 4), np.float32), e_dir, w_dir)
     got = gops.sum_edges(topo, jnp.asarray(topo.from_directed(e_dir)), jnp.asarray(topo.from_directed(w_dir)))
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
