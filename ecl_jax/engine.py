@@ -126,6 +126,10 @@ class Engine:
       convolutions become grouped convolutions, 4x slower than separate ones on XLA:CPU
       for the KDD20 CNN at N = 64, measured), or "auto" (unrolled in python loop mode,
       i.e. convolutions on CPU, for N <= 128 where the compile time stays moderate).
+    donate: :meth:`run_chunk` consumes the carry it is given (its buffers are reused for
+      the new carry, so a chunk holds one copy of the state instead of two; keep using
+      the returned carry). False keeps the old carry valid. :meth:`init` copies the
+      params, so the caller's arrays are never consumed.
     """
 
     algorithm: Algorithm
@@ -139,6 +143,7 @@ class Engine:
     train_metrics: bool = True
     loop: str = "auto"
     node_grads: str = "auto"
+    donate: bool = True
 
     def __post_init__(self):
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
@@ -151,8 +156,11 @@ class Engine:
             raise ValueError(f"node_grads must be 'auto', 'vmap' or 'unrolled', got {self.node_grads!r}")
         object.__setattr__(self, "_traces", [0])
         object.__setattr__(self, "_mode", [None if self.loop == "auto" else self.loop])
-        object.__setattr__(self, "_chunk", jax.jit(self._chunk_impl))
-        object.__setattr__(self, "_step_jit", jax.jit(self._guarded_step_impl))
+        if not isinstance(self.donate, bool):
+            raise ValueError(f"donate must be True or False, got {self.donate!r}")
+        donate = (0,) if self.donate else ()
+        object.__setattr__(self, "_chunk", jax.jit(self._chunk_impl, donate_argnums=donate))
+        object.__setattr__(self, "_step_jit", jax.jit(self._guarded_step_impl, donate_argnums=donate))
         object.__setattr__(self, "_metrics_jit", jax.jit(self.metrics))
 
     # ----------------------------------------------------------- public API
@@ -162,9 +170,14 @@ class Engine:
         return self._traces[0]
 
     def init(self, params, key: jax.Array) -> Carry:
-        """Initial carry from node-stacked params and a PRNG key."""
+        """Initial carry from node-stacked params and a PRNG key.
+
+        Every leaf is a fresh buffer (no alias of ``params`` or of another leaf), so
+        the carry can be donated to :meth:`run_chunk`.
+        """
         state = self.algorithm.init(params, self.topology)
-        return Carry(state, jnp.zeros((), jnp.int32), key)
+        carry = Carry(state, jnp.zeros((), jnp.int32), key)
+        return jax.tree_util.tree_map(jnp.copy, carry) if self.donate else carry
 
     def check_data(self, data: NodeData) -> NodeData:
         data = NodeData(*(jnp.asarray(a) for a in data))
