@@ -245,3 +245,23 @@ def test_full_batch_gradient_is_the_mean_over_valid_rows_only():
         g = x[i, :c].T @ (x[i, :c] @ w0[i] - y[i, :c]) / c
         np.testing.assert_allclose(w1[i], w0[i] - lr * g, rtol=1e-5, atol=1e-6)
     assert np.isfinite(hist["node_loss"]).all() and np.isfinite(hist["mean_model_loss"]).all()
+
+
+# ------------------------------------------------------------------ donation
+@pytest.mark.parametrize("loop", ["scan", "python"])
+def test_donated_carry_gives_the_same_run_and_leaves_callers_arrays_alone(loop):
+    data = _regression_data([6, 6, 6, 6])
+    params = jnp.asarray(_init())
+    runs = {}
+    for donate in (True, False):
+        engine = eng.Engine(gradient_tracking(lr=0.05), tp.ring(N), _sq_loss, batch_size=4,
+                            edge_schedule=mk.BernoulliEdges(p=0.5), eval_every=5, loop=loop, donate=donate)
+        carry0 = engine.init(params, jax.random.PRNGKey(3))  # DSGT's state holds one zeros tree twice
+        carry, _ = engine.run_chunk(carry0, data, 20)
+        carry, _ = engine.run_chunk(carry, data, 20)
+        runs[donate] = carry
+        assert carry0.state.params.is_deleted() == donate  # the consumed carry is gone ...
+    assert not params.is_deleted()  # ... the caller's params never are
+    jax.tree_util.tree_map(np.testing.assert_array_equal, runs[True], runs[False])
+    with pytest.raises(ValueError, match="donate must be True or False, got 'yes'"):
+        eng.Engine(ecl_pdmm(lr=0.05), tp.ring(N), _sq_loss, donate="yes")
