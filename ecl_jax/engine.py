@@ -172,8 +172,8 @@ class Engine:
     def init(self, params, key: jax.Array) -> Carry:
         """Initial carry from node-stacked params and a PRNG key.
 
-        Every leaf is a fresh buffer (no alias of ``params`` or of another leaf), so
-        the carry can be donated to :meth:`run_chunk`.
+        With ``donate`` every leaf is a fresh buffer (no alias of ``params`` or of
+        another leaf), so the carry can be donated to :meth:`run_chunk`.
         """
         state = self.algorithm.init(params, self.topology)
         carry = Carry(state, jnp.zeros((), jnp.int32), key)
