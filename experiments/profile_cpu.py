@@ -27,14 +27,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ecl_jax import graph_ops as gops
 from ecl_jax import topology as tp
 from ecl_jax.algorithms import ecl_pdmm, materialized
+from experiments.bench import _timed_repeats
 
 # the module (the package exports a function of the same name)
 ecl_module = importlib.import_module("ecl_jax.algorithms.ecl")
@@ -44,13 +45,10 @@ SHAPES = {"w1": (784, 256), "b1": (256,), "w2": (256, 10), "b2": (10,)}
 
 
 def _best_ms(fn, *args, repeats: int = 3) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
+    """Best wall time of ``fn(*args)`` in ms, after one compile/warm-up call."""
+    run = lambda: jax.block_until_ready(fn(*args))
+    run()
+    return min(_timed_repeats(run, repeats)) * 1e3
 
 
 def _params(n: int, seed: int = 0) -> dict:
@@ -72,15 +70,12 @@ def sumdiff_step(n: int, theta: float = 1.0):
     sign = jnp.where(jnp.arange(n) < n - 1, 1.0, -1.0)  # A_{i|i+1}
     mu = 1.0 / LR
 
-    def ex(v, a):
-        return v.reshape(v.shape + (1,) * (a.ndim - 1))
-
     def primal(w, z, g):
         out = {}
         for k in w:
             u, v = z[k]
             a, b = 0.5 * (u + v), 0.5 * (u - v)  # z_{i|i+1}, z_{i+1|i} at position i
-            s = ex(sign, w[k])
+            s = gops.expand(sign, w[k])
             dual_sum = s * a - jnp.roll(s * b, 1, axis=0)  # sum_j A_{i|j} z_{i|j}
             out[k] = (mu * w[k] - g[k] + ETA * dual_sum) / (mu + 2 * ETA)
         return out
@@ -90,7 +85,7 @@ def sumdiff_step(n: int, theta: float = 1.0):
         nz = {}
         for k in nw:
             u, v = z[k]
-            s = ex(sign, u)
+            s = gops.expand(sign, u)
             right = jnp.roll(nw[k], -1, axis=0)
             nz[k] = (u + 2 * theta * s * (right - nw[k]), (1 - 2 * theta) * v + 2 * theta * s * (right + nw[k]))
         return nw, nz
