@@ -544,6 +544,8 @@ def jax_view(algorithm, state, topology) -> dict:
     def edges(tree):
         return {k: np.asarray(topology.to_directed(v), np.float64) for k, v in tree.items()}
 
+    if hasattr(state, "directed"):  # ECL stores its duals per undirected edge
+        state = state.directed(topology)
     out = {"params": nodes(algorithm.node_params(state))}
     for field, kind in (
         ("duals", edges),

@@ -141,6 +141,8 @@ ALGORITHMS = {
 def _edge_parts(state, topo):
     """Per-edge state leaves in canonical directed order (layout-independent)."""
     out = {}
+    if hasattr(state, "directed"):  # ECL stores its duals per undirected edge
+        state = state.directed(topo)
     names = getattr(state, "_fields", ())
     for field in ("duals", "smoothed_duals", "received"):
         if field in names and getattr(state, field) is not None:

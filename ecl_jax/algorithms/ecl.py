@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ecl_jax import edge_pairs as ep
 from ecl_jax import graph_ops as gops
 from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, keep_inactive, materialized
 from ecl_jax.topology import Topology
@@ -63,9 +64,14 @@ LearningRate = float | Callable[[jax.Array], jax.Array]
 class ECLState(NamedTuple):
     """State of every ECL variant.
 
-    params: node models w [N, ...]; duals: z_{i|j} in the topology's edge layout;
-    smoothed_duals: zbar (only with ``dual_smoothing``, else None); received: last
-    neighbour models w_j^recv (only with rho > 0, else None); count: step counter.
+    params: node models w [N, ...]; duals: z_{i|j} per undirected edge in the
+    sum/difference basis (:mod:`ecl_jax.edge_pairs`: u = z_{a|b} + z_{b|a},
+    v = z_{a|b} - z_{b|a}; the exchange is then in place), each leaf
+    [*edge_pairs.pair_shape(topology), 2, P_leaf] (u at 0, v at 1; the leaf's parameters
+    flattened); smoothed_duals: zbar in the
+    topology's edge layout (only with ``dual_smoothing``, else None); received: last neighbour
+    models w_j^recv in the topology's edge layout (only with rho > 0, else None);
+    count: step counter. :meth:`directed` gives the duals as z_{i|j} per directed edge.
     """
 
     params: Any
@@ -73,6 +79,13 @@ class ECLState(NamedTuple):
     smoothed_duals: Any
     received: Any
     count: jax.Array
+
+    def directed(self, topology: Topology) -> "ECLState":
+        """This state with ``duals`` as z_{i|j} in ``topology``'s edge layout ([*topology.edge_state_shape, ...]; ``topology.to_directed`` then
+        gives canonical (src, dst) order), the form of ALGORITHMS.md."""
+        lead = topology.edge_state_shape
+        z = ep.tree_to_layout(topology, self.duals)
+        return self._replace(duals=jax.tree_util.tree_map(lambda a, w: a.reshape(lead + w.shape[1:]), z, self.params))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,9 +201,10 @@ def ecl(config: ECLConfig) -> Algorithm:
 
     def init(params, topology: Topology) -> ECLState:
         check_node_stacked(params, topology)
-        zeros = jax.tree_util.tree_map(
-            lambda w: jnp.zeros(topology.edge_state_shape + w.shape[1:], w.dtype), params
-        )
+        # Flat leaves [*pair_shape, 2, P_leaf]: the step works on them as they are (no
+        # reshape of the carried state; a reshape to [N, 1, 784, 256] made XLA:CPU pick
+        # a transposed layout for the ring's single pair column and copy it every step).
+        zeros = ep.tree_zeros(topology, params, flat=True)
         smoothed = gops.tree_broadcast_to_edges(topology, params) if config.dual_smoothing else None
         received = gops.tree_neighbor_values(topology, params) if use_rho else None
         return ECLState(params, zeros, smoothed, received, jnp.zeros((), jnp.int32))
@@ -202,27 +216,33 @@ def ecl(config: ECLConfig) -> Algorithm:
             if config.fan_in_scaling
             else jax.tree_util.tree_map(lambda _: 1.0, state.params)
         )
-        # Work on 2-D leaves ([N, P_leaf] and [edge axes..., P_leaf]): the update is
-        # elementwise per parameter, and XLA:CPU runs gathers and slot reductions on a
-        # contiguous trailing axis several times faster than on conv/dense kernel shapes.
+        # Work on 2-D leaves ([N, P_leaf], [pair axes..., P_leaf], [edge axes..., P_leaf]):
+        # the update is elementwise per parameter, and XLA:CPU runs gathers and slot
+        # reductions on a contiguous trailing axis several times faster than on
+        # conv/dense kernel shapes.
         shapes = jax.tree_util.tree_map(jnp.shape, state.params)
-        n_edge_axes = len(topology.edge_state_shape)
-        flat_n = lambda t: jax.tree_util.tree_map(lambda a: a.reshape(a.shape[:1] + (-1,)), t)
-        flat_e = lambda t: jax.tree_util.tree_map(lambda a: a.reshape(a.shape[:n_edge_axes] + (-1,)), t)
+        eshape = topology.edge_state_shape
+        flat = lambda t, lead: None if t is None else jax.tree_util.tree_map(
+            lambda a: a.reshape(a.shape[: len(lead)] + (-1,)), t
+        )
+        unflat = lambda t, lead: None if t is None else jax.tree_util.tree_map(
+            lambda a, sh: a.reshape(lead + tuple(sh[1:])), t, shapes
+        )
         flat_state = ECLState(
-            flat_n(state.params),
-            flat_e(state.duals),
-            flat_e(state.smoothed_duals),
-            flat_e(state.received),
+            flat(state.params, (0,)),
+            state.duals,
+            flat(state.smoothed_duals, eshape),
+            flat(state.received, eshape),
             state.count,
         )
-        new = _step_2d(flat_state, flat_n(grads), scales, topology, edge_active, node_active)
-        unflat_n = lambda t: jax.tree_util.tree_map(lambda a, sh: a.reshape(sh), t, shapes)
-        unflat_e = lambda t: None if t is None else jax.tree_util.tree_map(
-            lambda a, sh: a.reshape(topology.edge_state_shape + tuple(sh[1:])), t, shapes
+        new = _step_2d(flat_state, flat(grads, (0,)), scales, topology, edge_active, node_active)
+        return ECLState(
+            unflat(new.params, (topology.n_nodes,)),
+            new.duals,
+            unflat(new.smoothed_duals, eshape),
+            unflat(new.received, eshape),
+            new.count,
         )
-        return ECLState(unflat_n(new.params), unflat_e(new.duals), unflat_e(new.smoothed_duals),
-                        unflat_e(new.received), new.count)
 
     def _step_2d(state: ECLState, grads, scales, topology: Topology, edge_active, node_active) -> ECLState:
         lr = config.lr_at(state.count)
@@ -232,11 +252,18 @@ def ecl(config: ECLConfig) -> Algorithm:
         valid = gops.edge_weights(topology, "valid")
 
         if config.dual_smoothing:
-            zbar = jax.tree_util.tree_map(lambda a, z: 0.5 * (a + z), state.smoothed_duals, state.duals)
+            # zbar lives in the directed edge layout (only the primal reads it):
+            # zbar <- (zbar + z)/2 with z_{i|j} read from the pairs.
+            zbar = jax.tree_util.tree_map(
+                lambda a, x: 0.5 * (a + ep.to_layout(topology, x)), state.smoothed_duals, state.duals
+            )
+            dual_sum = lambda x, zb: gops.sum_edges(topology, zb, sign)
         else:
-            zbar = state.duals
+            zbar = jax.tree_util.tree_map(lambda _: 0.0, state.params)
+            # sum_j A_{i|j} z_{i|j}: read-only rolls/gathers of (u +- v)/2
+            dual_sum = lambda x, zb: gops.sum_edges(topology, ep.to_layout(topology, x), sign)
 
-        def primal(w, g, zb, s, wr):
+        def primal(w, g, z, zb, s, wr):
             # mu and eta_i enter numerator and denominator as the *same* dt values, so the
             # fixed point g_i = eta_i (sum_j A z - |N(i)| w_i) holds to dt precision (float64).
             dt = w.dtype
@@ -244,7 +271,7 @@ def ecl(config: ECLConfig) -> Algorithm:
             s_eta = gops.expand(s * eta, w).astype(dt)
             s_rho = gops.expand(s * rho, w).astype(dt)
             num = w * mu - gops.expand(gcoef, g).astype(dt) * g
-            num = num + s_eta * gops.sum_edges(topology, zb, sign)
+            num = num + s_eta * dual_sum(z, zb)  # sum_j A_{i|j} zbar_{i|j}
             den = mu + gops.expand(deg, w).astype(dt) * (s_eta + s_rho)
             if use_rho:
                 num = num + s_rho * gops.sum_edges(topology, wr, valid)
@@ -252,21 +279,31 @@ def ecl(config: ECLConfig) -> Algorithm:
 
         received_in = state.received if use_rho else jax.tree_util.tree_map(lambda _: 0.0, state.params)
 
-        def primal_all(params, grads, zbar, received_in, node_active):
-            new_w = jax.tree_util.tree_map(primal, params, grads, zbar, scales, received_in)
+        def primal_all(params, grads, duals, zbar, received_in, node_active):
+            new_w = jax.tree_util.tree_map(primal, params, grads, duals, zbar, scales, received_in)
             return keep_inactive(new_w, params, node_active)
 
         # The exchange reads new_w at other nodes' positions: materialise it once.
-        new_w = materialized(primal_all, state.params, grads, zbar, received_in, node_active, token=state.count)
+        new_w = materialized(
+            primal_all, state.params, grads, state.duals, zbar, received_in, node_active, token=state.count
+        )
 
-        active = gops.edge_mask(topology, edge_active, node_active)
+        pair_a = ep.pair_sign(topology)
+        pair_active = ep.pair_mask(topology, edge_active, node_active)
 
-        def exchange(z, w):
-            y = z - 2.0 * gops.expand(sign, z).astype(z.dtype) * gops.broadcast_to_edges(topology, w)
-            y_in = gops.reverse(topology, y)
-            return jnp.where(gops.expand(active, z), (1.0 - theta) * z + theta * y_in, z)
+        k = len(ep.pair_shape(topology))
+        is_sum = (jnp.arange(2) == 0).reshape(2, 1)  # the pair axis: u at 0, v at 1
+
+        def exchange(x, w):
+            # u <- u + 2 theta A (w_b - w_a), v <- (1 - 2 theta) v + 2 theta A (w_a + w_b):
+            # elementwise in x (edge_pairs docstring), so one in-place loop.
+            w_a, w_b = (jnp.expand_dims(e, k) for e in ep.endpoints(topology, w))
+            a2 = 2.0 * theta * gops.expand(pair_a, x).astype(x.dtype)
+            new = jnp.where(is_sum, x + a2 * (w_b - w_a), (1.0 - 2.0 * theta) * x + a2 * (w_a + w_b))
+            return jnp.where(gops.expand(pair_active, x), new, x)
 
         new_z = jax.tree_util.tree_map(exchange, state.duals, new_w)
+
         new_zbar = (
             keep_inactive(zbar, state.smoothed_duals, gops.broadcast_to_edges(topology, node_active))
             if config.dual_smoothing
@@ -274,6 +311,7 @@ def ecl(config: ECLConfig) -> Algorithm:
         )
         new_recv = None
         if use_rho:
+            active = gops.edge_mask(topology, edge_active, node_active)
             new_recv = jax.tree_util.tree_map(
                 lambda r, w: jnp.where(gops.expand(active, r), gops.neighbor_values(topology, w), r),
                 state.received,
