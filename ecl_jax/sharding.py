@@ -1,8 +1,10 @@
 """Spread the node axis over devices with ``jax.sharding`` (DESIGN.md, "Scale").
 
 Every node-stacked array (models [N, ...], optimiser state, per-edge state in the
-``"shift"``/``"slots"`` layouts [N, D, ...], node data [N, M, ...]) is split along its
-leading node axis over a 1-D device mesh; everything else (step counter, PRNG key,
+``"shift"``/``"slots"`` layouts [N, D, ...], ECL's pair-stored duals in the shift layout
+[N, S, 2, ...], node data [N, M, ...]) is split along its leading node axis over a 1-D
+device mesh (per-edge arrays of the other layouts, [2E, ...] or [E, 2, ...], along
+their edge axis when it divides evenly); everything else (step counter, PRNG key,
 edge masks [E]) is replicated. The compiled run is then partitioned by XLA's SPMD
 partitioner: per-node work (gradients, primal updates) runs where the node lives, and
 only the graph primitives communicate.
@@ -105,6 +107,8 @@ def _leading_sizes(topology: Topology | None, n: int | None) -> set[int]:
         sizes.add(topology.n_nodes)
         if topology.layout == "edges":
             sizes.add(topology.n_directed)
+        if topology.layout != "shift":  # ECL's duals per undirected edge [E, 2, ...]
+            sizes.add(topology.n_edges)
     if n is not None:
         sizes.add(int(n))
     return sizes
@@ -112,7 +116,7 @@ def _leading_sizes(topology: Topology | None, n: int | None) -> set[int]:
 
 def shard_nodes(tree: Any, mesh: Mesh, *, topology: Topology | None = None, n_nodes: int | None = None) -> Any:
     """Place every leaf whose leading axis is the node axis (size N, or 2E for the
-    edges layout) split over ``mesh``; other leaves (scalars, keys, [1, ...] central
+    edges layout, or E for pair-stored duals in the slots/edges layouts) split over ``mesh``; other leaves (scalars, keys, [1, ...] central
     models) are replicated. Give ``topology`` or ``n_nodes``."""
     sizes = _leading_sizes(topology, n_nodes)
     if not sizes:

@@ -294,7 +294,10 @@ QUICKSTART = [
     ),
     code(
         """
-        state = results["ecl-pdmm"][0].state  # ECLState(params, duals, ...): duals in the topology's layout
+        state = results["ecl-pdmm"][0].state  # ECLState(params, duals, ...)
+        # ECL stores each edge's two duals as (z_{i|j} + z_{j|i}, z_{i|j} - z_{j|i}) (in-place
+        # exchange); .directed gives z_{i|j} per directed edge in the topology's layout.
+        state = state.directed(topo)
         print("state fields:", state._fields, "| dual shapes:", jax.tree_util.tree_map(jnp.shape, state.duals))
         sign = gops.edge_weights(topo, "sign")
         deg = jnp.asarray(topo.degree, jnp.float32)
@@ -452,7 +455,7 @@ NEW_RULE = [
     ),
     md(
         r"""
-        ## Check 1: $\beta = 0$ reproduces ECL-PDMM exactly
+        ## Check 1: $\beta = 0$ reproduces ECL-PDMM
 
         A check to copy for any new rule: when it should reduce to an existing one, step both
         side by side on the same inputs and compare the states after every step. Random
@@ -483,11 +486,12 @@ NEW_RULE = [
             k_edge, k_node = jax.random.split(jax.random.PRNGKey(100 + t))
             e, n = edge_schedule(k_edge, t, topo), node_schedule(k_node, t, N)
             s_ref, s_new = step_ref(s_ref, grads, e, n), step_new(s_new, grads, e, n)
-            for a, b in zip(jax.tree_util.tree_leaves((s_ref.params, s_ref.duals)),
+            # ecl_pdmm keeps each edge's duals as (z_ij + z_ji, z_ij - z_ji); .directed gives z_{i|j}
+            for a, b in zip(jax.tree_util.tree_leaves((s_ref.params, s_ref.directed(topo).duals)),
                             jax.tree_util.tree_leaves((s_new.params, s_new.duals))):
-                assert np.allclose(a, b, rtol=1e-6, atol=1e-6), (t, float(jnp.abs(a - b).max()))
+                assert np.allclose(a, b, rtol=1e-5, atol=1e-5), (t, float(jnp.abs(a - b).max()))
                 max_diff = max(max_diff, float(jnp.abs(a - b).max()))
-        print(f"30 steps, models and duals identical to ECL-PDMM: max |difference| = {max_diff:.2e}")
+        print(f"30 steps, models and duals equal to ECL-PDMM's: max |difference| = {max_diff:.2e}")
         """
     ),
     md(

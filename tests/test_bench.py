@@ -60,12 +60,12 @@ def test_report_through_the_cli(tiny_rows, tmp_path, capsys):
     assert (tmp_path / "out" / "results.csv").read_text().count("\n") == 4  # header + 3 rows
 
 
-def test_cpu_profile_runs_and_its_sum_difference_prototype_computes_the_library_step():
+def test_cpu_profile_runs_and_its_directed_dual_step_computes_the_library_step():
     from experiments import profile_cpu
 
     up = profile_cpu.profile_update(4, 2)
-    assert up["sumdiff_max_abs_err"] < 1e-5  # the prototype's layout holds the same duals
-    assert set(up["update_ms"]) == {"library", "no boundary", "sum/diff"}
+    assert up["directed_max_abs_err"] < 1e-5  # per-directed-edge storage computes the same step
+    assert set(up["update_ms"]) == {"library", "no boundary", "directed duals"}
     assert all(v > 0 for v in up["update_ms"].values()) and up["stream_gbs"] > 0
     with pytest.raises(SystemExit):
         profile_cpu.main(["--n", "2"])  # a ring needs 3 nodes: argparse error, exit 2

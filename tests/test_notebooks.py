@@ -104,8 +104,8 @@ def test_quickstart(kernel_path):
 
 def test_new_update_rule(kernel_path):
     nb, text, seconds = execute("02_new_update_rule.ipynb", kernel_path)
-    m = re.search(r"identical to ECL-PDMM: max \|difference\| = (\S+)", text)
-    assert m and float(m.group(1)) <= 1e-6, text
+    m = re.search(r"equal to ECL-PDMM's: max \|difference\| = (\S+)", text)
+    assert m and float(m.group(1)) <= 5e-6, text  # float32 rounding (ECL stores duals as sum/difference)
     res = result_line(text)
     acc, cd = res[""], res["consensus"]
     assert set(acc) == set(cd) == {"ecl-pdmm", "ecl-pdmm-hb0.3", "ecl-pdmm-hb0.6"}, res

@@ -66,9 +66,8 @@ def materialized(fn: Callable[..., Any], *args: Any, token: jax.Array) -> Any:
     traced scalar the compiler cannot fold (the step counter, a gradient entry); both
     branches compute ``fn``, so its value never matters. Measured on the 2-core CPU
     (MLP 784-256-10, N = 64, whole engine step): ECL-PDMM 478 -> 563 node-steps/s on a
-    ring, 101 -> 137 on the exponential graph. With fixed gradients (the update alone,
-    ``experiments/profile_cpu.py``) it makes no difference: the gain comes where the
-    gradient computation is in the same program.
+    ring, 101 -> 137 on the exponential graph; the update alone with fixed gradients
+    (``experiments/profile_cpu.py``, duals in the sum/difference basis) 99 -> 42 ms.
     Other backends get ``fn(*args)`` (not measured there: no GPU was lent to this
     project yet; a conditional on a GPU costs a predicate transfer to the host).
     """
