@@ -7,8 +7,13 @@ One core (ALGORITHMS.md, "Linearised PDMM step"): for node i, with mu = 1/lr,
     y_{i|j} = z_{i|j} - 2 A_{i|j} w_i                                            (reflection)
     z_{i|j} <- (1 - theta) z_{i|j} + theta y_{j|i}     on active edges only       (exchange)
 
-theta = 1 is PDMM (Peaceman-Rachford), theta = 1/2 ADMM (Douglas-Rachford). The
-variants differ only in static settings:
+theta = 1 is PDMM (Peaceman-Rachford), theta = 1/2 ADMM (Douglas-Rachford). The duals
+of each undirected edge {a, b} are stored as u = z_{a|b} + z_{b|a}, v = z_{a|b} - z_{b|a}
+(:mod:`ecl_jax.edge_pairs`), where the exchange is elementwise and updates in place:
+
+    u <- u + 2 theta A_{a|b} (w_b - w_a),   v <- (1 - 2 theta) v + 2 theta A_{a|b} (w_a + w_b)
+
+The variants differ only in static settings:
 
 * ``eta_rule``: "constant" (eta_i = eta, the paper), "degree" (eta_i = eta/|N(i)|,
   rho_i = rho/|N(i)|, the KDD20 code), "isvr_paper" (eta_i = 1/(lr |N(i)| (K-1)),
