@@ -221,26 +221,24 @@ def ecl(config: ECLConfig) -> Algorithm:
             if config.fan_in_scaling
             else jax.tree_util.tree_map(lambda _: 1.0, state.params)
         )
-        # Work on 2-D leaves ([N, P_leaf], [pair axes..., P_leaf], [edge axes..., P_leaf]):
-        # the update is elementwise per parameter, and XLA:CPU runs gathers and slot
-        # reductions on a contiguous trailing axis several times faster than on
-        # conv/dense kernel shapes.
+        # Work on flat leaves ([N, P_leaf], [edge axes..., P_leaf]; the duals are stored
+        # flat, [pair axes..., 2, P_leaf]): the update is elementwise per parameter, and
+        # XLA:CPU runs gathers and slot reductions on a contiguous trailing axis several
+        # times faster than on conv/dense kernel shapes.
         shapes = jax.tree_util.tree_map(jnp.shape, state.params)
         eshape = topology.edge_state_shape
-        flat = lambda t, lead: None if t is None else jax.tree_util.tree_map(
-            lambda a: a.reshape(a.shape[: len(lead)] + (-1,)), t
-        )
+        flat = lambda t, k: None if t is None else jax.tree_util.tree_map(lambda a: a.reshape(a.shape[:k] + (-1,)), t)
         unflat = lambda t, lead: None if t is None else jax.tree_util.tree_map(
             lambda a, sh: a.reshape(lead + tuple(sh[1:])), t, shapes
         )
         flat_state = ECLState(
-            flat(state.params, (0,)),
+            flat(state.params, 1),
             state.duals,
-            flat(state.smoothed_duals, eshape),
-            flat(state.received, eshape),
+            flat(state.smoothed_duals, len(eshape)),
+            flat(state.received, len(eshape)),
             state.count,
         )
-        new = _step_2d(flat_state, flat(grads, (0,)), scales, topology, edge_active, node_active)
+        new = _step_2d(flat_state, flat(grads, 1), scales, topology, edge_active, node_active)
         return ECLState(
             unflat(new.params, (topology.n_nodes,)),
             new.duals,
