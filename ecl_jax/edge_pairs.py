@@ -106,9 +106,7 @@ def pair_sign(topology: Topology, dtype=jnp.float32) -> jax.Array:
     def build():
         if topology.layout == "shift":
             return topology.edge_array("sign")[:, pair_slots(topology)]
-        return topology.sign[np.searchsorted(topology.src.astype(np.int64) * topology.n_nodes + topology.dst,
-                                             topology.edges[:, 0].astype(np.int64) * topology.n_nodes
-                                             + topology.edges[:, 1])]
+        return topology.edge_array("sign").reshape(-1)[_positions(topology)["owner"]]
 
     return jnp.asarray(_cached(topology, "_pair_sign", build), dtype)
 
