@@ -265,28 +265,56 @@ def make_eval_fn(model, eval_batch: int) -> Callable:
 # --------------------------------------------------------------------------
 
 
+CHECKPOINT_FORMAT = 2
+"""Version of the checkpoint's state layout; 1 (no stamp): ECL duals per directed edge."""
+
+
 def save_checkpoint(path: pathlib.Path, carry: Carry, history: list[dict], wall: float) -> None:
     """Atomically write the carry's leaves and the metric history."""
     leaves = jax.tree_util.tree_leaves(jax.device_get(carry))
     arrays = {f"leaf_{i}": np.asarray(a) for i, a in enumerate(leaves)}
     tmp = path.with_suffix(".tmp.npz")
     with open(tmp, "wb") as fh:
-        np.savez(fh, n_leaves=len(leaves), wall=wall, history=json.dumps(history, default=_jsonable), **arrays)
+        np.savez(
+            fh,
+            format=CHECKPOINT_FORMAT,
+            n_leaves=len(leaves),
+            wall=wall,
+            history=json.dumps(history, default=_jsonable),
+            **arrays,
+        )
     os.replace(tmp, path)
 
 
 def load_checkpoint(path: pathlib.Path, template: Carry) -> tuple[Carry, list[dict], float]:
-    """Restore a carry into the structure of ``template`` (a freshly initialised carry)."""
+    """Restore a carry into the structure of ``template`` (a freshly initialised carry).
+
+    Raises ValueError naming the first leaf whose shape or dtype differs (a checkpoint of
+    another model, algorithm, topology or an older state format).
+    """
     with np.load(path, allow_pickle=False) as z:
+        fmt = int(z["format"]) if "format" in z.files else 1
         n = int(z["n_leaves"])
         leaves = [z[f"leaf_{i}"] for i in range(n)]
         history = json.loads(str(z["history"]))
         wall = float(z["wall"])
-    treedef = jax.tree_util.tree_structure(template)
-    tmpl_leaves = jax.tree_util.tree_leaves(template)
-    if len(tmpl_leaves) != n or any(np.shape(a) != np.shape(b) for a, b in zip(tmpl_leaves, leaves)):
-        raise ValueError(f"checkpoint {path} does not match this run's model/algorithm; delete it or use --fresh")
-    restored = [jnp.asarray(l, dtype=t.dtype) for l, t in zip(leaves, tmpl_leaves)]
+    fix = "delete it or re-run with --fresh"
+    if fmt != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"checkpoint {path} has state format {fmt}; this ecl_jax reads format {CHECKPOINT_FORMAT} "
+            f"(format 2: ECL duals stored per undirected edge, see ecl_jax.edge_pairs); {fix}"
+        )
+    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    if len(paths_leaves) != n:
+        raise ValueError(f"checkpoint {path} holds {n} arrays, this run's state has {len(paths_leaves)}; {fix}")
+    for (kp, t), leaf in zip(paths_leaves, leaves):
+        if np.shape(t) != np.shape(leaf) or np.dtype(t.dtype).kind != leaf.dtype.kind:
+            raise ValueError(
+                f"checkpoint {path} does not match this run's model/algorithm/topology: state"
+                f"{jax.tree_util.keystr(kp)} is {leaf.dtype}{list(np.shape(leaf))} in the file, "
+                f"{np.dtype(t.dtype)}{list(np.shape(t))} here; {fix}"
+            )
+    restored = [jnp.asarray(l, dtype=t.dtype) for (_, t), l in zip(paths_leaves, leaves)]
     return jax.tree_util.tree_unflatten(treedef, restored), history, wall
 
 

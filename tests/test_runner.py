@@ -7,6 +7,7 @@ import dataclasses
 import json
 import pathlib
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -199,3 +200,25 @@ def test_progress_lines_report_rate_and_long_eta(monkeypatch, capsys):
     first, second = capsys.readouterr().err.strip().splitlines()
     assert "first chunk 5:00 incl. compilation" in first and "test_acc 0.6000" in first
     assert "0.4 steps/s ETA 6:52:30" in second
+
+
+def test_checkpoint_mismatch_names_the_leaf_and_shapes(tmp_path):
+    from ecl_jax.runner import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "c.npz"
+    carry = {"duals": jnp.zeros((6, 2, 5)), "params": jnp.ones((4, 5)), "step": jnp.int32(3)}
+    save_checkpoint(path, carry, [{"step": 3}], 1.5)
+    restored, history, wall = load_checkpoint(path, carry)
+    np.testing.assert_array_equal(restored["params"], carry["params"])
+    assert history == [{"step": 3}] and wall == 1.5
+    other = dict(carry, duals=jnp.zeros((12, 5)))
+    with pytest.raises(ValueError, match=r"\['duals'\] is float32\[6, 2, 5\] in the file, float32\[12, 5\] here.*--fresh"):
+        load_checkpoint(path, other)
+    with pytest.raises(ValueError, match=r"holds 3 arrays, this run's state has 2"):
+        load_checkpoint(path, {"params": carry["params"], "step": carry["step"]})
+    # a checkpoint without the format stamp (written before the pair-stored ECL duals)
+    with np.load(path) as z:
+        old = {k: z[k] for k in z.files if k != "format"}
+    np.savez(tmp_path / "old.npz", **old)
+    with pytest.raises(ValueError, match=r"state format 1; this ecl_jax reads format 2.*--fresh"):
+        load_checkpoint(tmp_path / "old.npz", carry)
