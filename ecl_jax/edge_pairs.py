@@ -51,6 +51,7 @@ __all__ = [
     "pair_sign",
     "pair_mask",
     "endpoints",
+    "exchange",
     "to_layout",
     "from_layout",
     "tree_to_layout",
@@ -116,12 +117,7 @@ def pair_mask(topology: Topology, edge_active: jax.Array, node_active: jax.Array
     is active only when both of its ends are."""
     if topology.layout == "shift":
         return gops.edge_mask(topology, edge_active, node_active)[:, pair_slots(topology)]
-    active = jnp.asarray(edge_active, bool)
-    if node_active is not None:
-        node_active = jnp.asarray(node_active, bool)
-        e = jnp.asarray(topology.edges)
-        active = active & node_active[e[:, 0]] & node_active[e[:, 1]]
-    return active
+    return gops.undirected_edge_mask(topology, edge_active, node_active)
 
 
 def endpoints(topology: Topology, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -134,6 +130,18 @@ def endpoints(topology: Topology, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         return owner, other
     e = jnp.asarray(topology.edges)
     return x[e[:, 0]], x[e[:, 1]]
+
+
+def exchange(topology: Topology, x: jax.Array, w: jax.Array, theta: float = 1.0) -> jax.Array:
+    """The ECL dual exchange of every pair, elementwise in x [*pair_shape, 2, ...] (module
+    docstring; ALGORITHMS.md, exchange), with node values w [N, ...]:
+    u <- u + 2 theta A (w_b - w_a), v <- (1 - 2 theta) v + 2 theta A (w_a + w_b).
+    All pairs are updated; masking is the caller's."""
+    k = len(pair_shape(topology))
+    w_a, w_b = (jnp.expand_dims(e, k) for e in endpoints(topology, w))
+    a2 = 2.0 * theta * gops.expand(pair_sign(topology), x).astype(x.dtype)
+    is_sum = (jnp.arange(2) == 0).reshape((2,) + (1,) * (x.ndim - k - 1))  # u at 0, v at 1
+    return jnp.where(is_sum, x + a2 * (w_b - w_a), (1.0 - 2.0 * theta) * x + a2 * (w_a + w_b))
 
 
 def sum_diff(topology: Topology, x: jax.Array) -> tuple[jax.Array, jax.Array]:

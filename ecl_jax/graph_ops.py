@@ -20,6 +20,7 @@ import numpy as np
 from ecl_jax.topology import Topology
 
 __all__ = [
+    "undirected_edge_mask",
     "edge_mask",
     "broadcast_to_edges",
     "neighbor_values",
@@ -52,17 +53,26 @@ def edge_weights(topology: Topology, name: str, dtype=jnp.float32) -> jax.Array:
     return jnp.asarray(topology.edge_array(name), dtype=dtype)
 
 
-def edge_mask(topology: Topology, edge_active: jax.Array, node_active: jax.Array | None = None) -> jax.Array:
-    """Per-undirected-edge mask [E] -> layout-shaped mask over directed edges.
-
-    With ``node_active`` [N], an edge only exchanges when both end nodes are active
-    (an inactive node neither computes nor communicates). Padding slots are False.
-    """
+def undirected_edge_mask(
+    topology: Topology, edge_active: jax.Array, node_active: jax.Array | None = None
+) -> jax.Array:
+    """Per-undirected-edge mask [E]; with ``node_active`` [N], an edge only exchanges when
+    both end nodes are active (an inactive node neither computes nor communicates)."""
     edge_active = jnp.asarray(edge_active, bool)
     if node_active is not None:
         node_active = jnp.asarray(node_active, bool)
         e = jnp.asarray(topology.edges)
         edge_active = edge_active & node_active[e[:, 0]] & node_active[e[:, 1]]
+    return edge_active
+
+
+def edge_mask(topology: Topology, edge_active: jax.Array, node_active: jax.Array | None = None) -> jax.Array:
+    """Per-undirected-edge mask [E] -> layout-shaped mask over directed edges.
+
+    With ``node_active`` [N], an edge only exchanges when both end nodes are active
+    (:func:`undirected_edge_mask`). Padding slots are False.
+    """
+    edge_active = undirected_edge_mask(topology, edge_active, node_active)
     padded = jnp.concatenate([edge_active, jnp.zeros((1,), bool)])
     return padded[jnp.asarray(topology.edge_array("undirected"))]
 

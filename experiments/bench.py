@@ -476,18 +476,9 @@ def work_update(cfg: dict) -> dict:
         step_bytes = 4 * (3 * n * p + 2 * edge_floats)
         exch_bytes = 4 * (3 * edge_floats + 2 * n * p)  # read z, w(+agg out); write z
         sign = gops.edge_weights(topo, "sign")
-        pair_a = ep.pair_sign(topo)
-        k = len(ep.pair_shape(topo))
-        is_sum = (jnp.arange(2) == 0).reshape(2, 1)
-
-        def pair_exchange(x, w):  # the library's PDMM exchange (theta = 1), all edges active
-            w_a, w_b = (jnp.expand_dims(e, k) for e in ep.endpoints(topo, w))
-            a2 = 2.0 * gops.expand(pair_a, x)
-            return jnp.where(is_sum, x + a2 * (w_b - w_a), -x + a2 * (w_a + w_b))
-
         def exchange(c):
             z, w = c
-            out_z = jax.tree_util.tree_map(pair_exchange, z, w)
+            out_z = jax.tree_util.tree_map(lambda x, ww: ep.exchange(topo, x, ww), z, w)  # PDMM, all edges
             agg = jax.tree_util.tree_map(lambda x: gops.sum_edges(topo, ep.to_layout(topo, x), sign), out_z)
             return out_z, jax.tree_util.tree_map(lambda ww, a: 0.999 * ww + 1e-3 * a, w, agg)
 

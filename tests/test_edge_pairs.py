@@ -65,6 +65,24 @@ def test_pairs_hold_sum_and_difference_and_convert_back(name):
         np.testing.assert_array_equal(wb, w[b])
 
 
+@pytest.mark.parametrize("theta", [1.0, 0.5])
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_exchange_is_the_directed_exchange(name, theta):
+    # z_{i|j} <- (1 - theta) z_{i|j} + theta (z_{j|i} - 2 A_{j|i} w_j), per directed edge (NumPy)
+    base = GRAPHS[name]()
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(base.n_directed, 3)).astype(np.float32)
+    w = rng.normal(size=(base.n_nodes, 3)).astype(np.float32)
+    src, dst = base.src, base.dst
+    rev = np.array([base.directed_index(j, i) for i, j in zip(src, dst)])
+    want = (1 - theta) * z + theta * (z[rev] - 2 * base.sign[rev][:, None] * w[dst])
+    for layout in _layouts(base):
+        topo = base.with_layout(layout)
+        x = ep.from_layout(topo, jnp.asarray(topo.from_directed(z)))
+        got = topo.to_directed(ep.to_layout(topo, ep.exchange(topo, x, jnp.asarray(w), theta)))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=layout)
+
+
 @pytest.mark.parametrize("name", ["exponential8", "icml21"])
 def test_pair_mask_is_edge_and_both_ends(name):
     base = GRAPHS[name]()

@@ -291,19 +291,11 @@ def ecl(config: ECLConfig) -> Algorithm:
             primal_all, state.params, grads, state.duals, zbar, received_in, node_active, token=state.count
         )
 
-        pair_a = ep.pair_sign(topology)
         pair_active = ep.pair_mask(topology, edge_active, node_active)
 
-        k = len(ep.pair_shape(topology))
-        is_sum = (jnp.arange(2) == 0).reshape(2, 1)  # the pair axis: u at 0, v at 1
-
         def exchange(x, w):
-            # u <- u + 2 theta A (w_b - w_a), v <- (1 - 2 theta) v + 2 theta A (w_a + w_b):
-            # elementwise in x (edge_pairs docstring), so one in-place loop.
-            w_a, w_b = (jnp.expand_dims(e, k) for e in ep.endpoints(topology, w))
-            a2 = 2.0 * theta * gops.expand(pair_a, x).astype(x.dtype)
-            new = jnp.where(is_sum, x + a2 * (w_b - w_a), (1.0 - 2.0 * theta) * x + a2 * (w_a + w_b))
-            return jnp.where(gops.expand(pair_active, x), new, x)
+            # elementwise in x (edge_pairs.exchange), so one in-place loop
+            return jnp.where(gops.expand(pair_active, x), ep.exchange(topology, x, w, theta), x)
 
         new_z = jax.tree_util.tree_map(exchange, state.duals, new_w)
 
