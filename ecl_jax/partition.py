@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ecl_jax.engine import NodeData, stack_node_data
+from ecl_jax.errors import DataError
 
 __all__ = [
     "KDD20_MNIST_CLASSES",
@@ -56,13 +57,19 @@ def _labels(labels) -> np.ndarray:
         raise ValueError(f"labels must be a 1-D array of class ids, got shape {y.shape}")
     if y.size == 0:
         raise ValueError("labels is empty: there is nothing to partition")
-    if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-        else:
-            raise ValueError(f"labels must be integer class ids, got dtype {y.dtype}")
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.floating):
+            raise DataError(f"labels must be integer class ids, got dtype {y.dtype}")
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(f"labels must be integer class ids, got dtype {y.dtype} with label {y[i].item()!r} "
+                            f"at index {i}")
+        y = y.astype(np.int64)
     if y.min() < 0:
-        raise ValueError(f"labels must be non-negative class ids, found {int(y.min())}")
+        i = int(np.argmin(y))
+        raise DataError(f"labels must be non-negative class ids, found {int(y[i])} at index {i}")
     return y.astype(np.int64, copy=False)
 
 
@@ -409,7 +416,9 @@ def count_table(labels, parts: Sequence[np.ndarray], num_classes: int | None = N
     y = _labels(labels)
     c = int(y.max()) + 1 if num_classes is None else int(num_classes)
     if y.max() >= c:
-        raise ValueError(f"labels contain class {int(y.max())} but num_classes={c}")
+        i = int(np.argmax(y))
+        raise DataError(f"labels contain class {int(y[i])} (at index {i}) but num_classes={c}: "
+                        f"valid class ids are 0..{c - 1}")
     return np.stack([np.bincount(y[np.asarray(p, np.int64)], minlength=c) for p in parts]).astype(np.int64)
 
 
@@ -432,8 +441,16 @@ def format_count_table(table, class_names: Sequence[str] | None = None) -> str:
 
 
 def node_data(x, y, parts: Sequence[np.ndarray]) -> NodeData:
-    """Node-stacked (zero-padded) training data for the engine, via ``stack_node_data``."""
+    """Node-stacked (zero-padded) training data for the engine, via ``stack_node_data``;
+    checked with :meth:`NodeData.validate` (every node has 1..M rows)."""
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-    return stack_node_data([x[np.asarray(p, np.int64)] for p in parts], [y[np.asarray(p, np.int64)] for p in parts])
+    out = []
+    for i, p in enumerate(parts):
+        p = np.asarray(p)
+        if p.ndim != 1 or (p.size and (not np.issubdtype(p.dtype, np.integer) or p.min() < 0 or p.max() >= len(y))):
+            raise ValueError(f"parts[{i}] must be a 1-D array of row indices in 0..{len(y) - 1}, "
+                             f"got {p.dtype} {p.shape} {np.ravel(p)[:5].tolist()}...")
+        out.append(p.astype(np.int64))
+    return stack_node_data([x[p] for p in out], [y[p] for p in out]).validate()

@@ -28,7 +28,9 @@ Per-edge state (duals z_{i|j}, received models) is stored in one of three *layou
 ``layout="auto"`` picks slots when padding adds at most 25 % to 2E; ``layout="fast"``
 picks shift where the graph allows it and otherwise what ``"auto"`` picks. Memory is
 O(N + E) for the index arrays; :meth:`Topology.adjacency` builds the dense [N, N]
-view only on request.
+view only on request. Every constructor first estimates the graph's size and refuses
+one beyond :data:`MAX_NODES` nodes or :data:`MAX_DIRECTED_EDGES` directed edges (a
+:class:`TopologyError` with the numbers) before allocating anything.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ecl_jax.errors import UserError
 
 Layout = Literal["slots", "edges", "shift"]
 LAYOUTS: tuple[str, ...] = ("auto", "fast", "slots", "edges", "shift")
@@ -60,11 +64,45 @@ __all__ = [
     "exponential",
     "icml21_random",
     "ICML21_RANDOM_EDGES",
+    "MAX_NODES",
+    "MAX_DIRECTED_EDGES",
+    "estimate_size",
 ]
 
 
-class TopologyError(ValueError):
+class TopologyError(UserError, ValueError):
     """An invalid communication graph; the message names the offending node or edge."""
+
+
+#: Largest graph the constructors build: N nodes ...
+MAX_NODES: int = 10**7
+#: ... and 2|E| directed edges (each costs ~24 bytes of index arrays: ``edges`` 8 per
+#: undirected edge, ``src``/``dst``/``reverse``/``undirected``/``sign`` 4 each, about 3x
+#: that while building; the per-edge algorithm state comes on top). Checked before anything
+#: is allocated; raise them (``ecl_jax.topology.MAX_NODES = ...``) on a machine with the memory.
+MAX_DIRECTED_EDGES: int = 10**8
+_BYTES_PER_DIRECTED_EDGE = 24
+_BYTES_PER_NODE = 8
+
+
+def estimate_size(n_nodes: int, n_directed: int) -> int:
+    """Bytes of the index arrays of a topology with N nodes and 2|E| directed edges."""
+    return _BYTES_PER_DIRECTED_EDGE * int(n_directed) + _BYTES_PER_NODE * int(n_nodes)
+
+
+def _check_size(what: str, n_nodes: int, n_directed: int, note: str = "") -> None:
+    """Refuse, before allocating, a graph beyond :data:`MAX_NODES` / :data:`MAX_DIRECTED_EDGES`."""
+    n, d = int(n_nodes), int(n_directed)
+    if n <= MAX_NODES and d <= MAX_DIRECTED_EDGES:
+        return
+    est = estimate_size(n, d)
+    raise TopologyError(
+        f"{what}: N={n:,} nodes and about {d:,} directed edges{note} would need about {est / 2**30:,.1f} GiB "
+        f"({est:,} bytes) of index arrays, over the limit of MAX_NODES={MAX_NODES:,} nodes and "
+        f"MAX_DIRECTED_EDGES={MAX_DIRECTED_EDGES:,} directed edges; use a smaller or sparser graph, or raise "
+        f"the limits (ecl_jax.topology.MAX_NODES = ..., ecl_jax.topology.MAX_DIRECTED_EDGES = ...) on a "
+        f"machine with the memory"
+    )
 
 
 # The ICML21 code's 8-node random graph (node_list.n8.random.round8.json).
@@ -363,6 +401,11 @@ def from_edges(
     if n < 2:
         raise TopologyError(f"a communication graph needs at least 2 nodes, got n_nodes={n}")
     try:
+        n_given = len(edges)
+    except TypeError:
+        raise TopologyError(f"edges must be a sequence of (u, v) pairs, got {type(edges).__name__}") from None
+    _check_size(f"from_edges(n_nodes={n}, {n_given} edges, name={name!r})", n, 2 * n_given)
+    try:
         raw = np.asarray(edges) if len(edges) else np.zeros((0, 2), np.int64)
     except ValueError:  # ragged
         raw = np.asarray(edges, dtype=object)
@@ -465,6 +508,7 @@ def from_adjacency(adjacency, *, name: str = "adjacency", layout: str = "auto") 
     a = np.asarray(adjacency)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise TopologyError(f"adjacency must be a square 2-D matrix, got shape {a.shape}")
+    _check_size(f"from_adjacency({name!r})", a.shape[0], np.count_nonzero(a) if a.shape[0] <= MAX_NODES else 0)
     if a.dtype != bool:
         if not (np.issubdtype(a.dtype, np.number)):
             raise TopologyError(f"adjacency must be boolean or 0/1 numbers, got dtype {a.dtype}")
@@ -497,6 +541,7 @@ def from_networkx(graph, *, name: str | None = None, layout: str = "auto") -> To
 
     if graph.is_directed():
         raise TopologyError("networkx graph is directed; ECL needs an undirected graph")
+    _check_size(f"from_networkx({name or 'graph'!r})", graph.number_of_nodes(), 2 * graph.number_of_edges())
     nodes = list(graph.nodes)
     index = {v: k for k, v in enumerate(nodes)}
     edges = [(index[u], index[v]) for u, v in graph.edges]
@@ -515,6 +560,7 @@ def _check_int(name: str, value, minimum: int) -> int:
 def ring(n: int, *, layout: str = "auto") -> Topology:
     """Cycle 0-1-...-(N-1)-0 (N = 2 gives a single edge)."""
     n = _check_int("n", n, 2)
+    _check_size(f"ring({n})", n, 2 * n if n > 2 else 2)
     edges = [(i, (i + 1) % n) for i in range(n)] if n > 2 else [(0, 1)]
     return from_edges(n, edges, name=f"ring{n}", layout=layout, allow_duplicates=False)
 
@@ -523,7 +569,14 @@ def multiplex_ring(n: int, hops: int | tuple[int, ...] = 2, *, layout: str = "au
     """Ring plus skip links: node i is joined to i +- h for every h in 1..hops (or in
     the given tuple). ``multiplex_ring(8, 2)`` is the ICML21 4-regular 16-edge graph."""
     n = _check_int("n", n, 2)
-    hs = tuple(range(1, _check_int("hops", hops, 1) + 1)) if not isinstance(hops, tuple) else hops
+    if isinstance(hops, tuple):
+        hs = hops
+    else:
+        h_max = _check_int("hops", hops, 1)
+        if h_max >= n:
+            raise TopologyError(f"skip length {h_max} must be in 1..{n - 1} for n={n}")
+        hs = tuple(range(1, h_max + 1))
+    _check_size(f"multiplex_ring({n}, hops={max(hs) if hs else hops})", n, 2 * n * len(hs))
     for h in hs:
         if not 1 <= h < n:
             raise TopologyError(f"skip length {h} must be in 1..{n - 1} for n={n}")
@@ -537,6 +590,7 @@ def torus(rows: int, cols: int, *, layout: str = "auto") -> Topology:
     """2-D torus (grid with wrap-around), node index r * cols + c."""
     rows = _check_int("rows", rows, 2)
     cols = _check_int("cols", cols, 2)
+    _check_size(f"torus({rows}, {cols})", rows * cols, 4 * rows * cols)
     edges = set()
     for r in range(rows):
         for c in range(cols):
@@ -550,6 +604,7 @@ def torus(rows: int, cols: int, *, layout: str = "auto") -> Topology:
 def complete(n: int, *, layout: str = "auto") -> Topology:
     """Fully connected graph."""
     n = _check_int("n", n, 2)
+    _check_size(f"complete({n})", n, n * (n - 1))
     iu, ju = np.triu_indices(n, 1)
     return from_edges(n, np.stack([iu, ju], 1), name=f"complete{n}", layout=layout)
 
@@ -557,6 +612,7 @@ def complete(n: int, *, layout: str = "auto") -> Topology:
 def star(n: int, *, center: int = 0, layout: str = "auto") -> Topology:
     """Star: node ``center`` joined to every other node (picks the edge layout)."""
     n = _check_int("n", n, 2)
+    _check_size(f"star({n})", n, 2 * (n - 1))
     if not 0 <= center < n:
         raise TopologyError(f"center must be a node in 0..{n - 1}, got {center}")
     return from_edges(n, [(center, j) for j in range(n) if j != center], name=f"star{n}", layout=layout)
@@ -567,6 +623,9 @@ def erdos_renyi(n: int, p: float, *, seed: int = 0, max_tries: int = 1000, layou
     n = _check_int("n", n, 2)
     if not 0.0 < p <= 1.0:
         raise TopologyError(f"edge probability p must be in (0, 1], got {p!r}")
+    # Every one of the n(n-1)/2 candidate pairs is drawn (and held as index arrays).
+    _check_size(f"erdos_renyi({n}, p={p:g})", n, n * (n - 1),
+                f" (all n(n-1)/2 = {n * (n - 1) // 2:,} candidate pairs are drawn, whatever p)")
     rng = np.random.default_rng(seed)
     iu, ju = np.triu_indices(n, 1)
     for _ in range(max_tries):
@@ -585,6 +644,7 @@ def random_regular(n: int, d: int, *, seed: int = 0, max_tries: int = 1000, layo
     d = _check_int("d", d, 2)
     if d >= n or (n * d) % 2:
         raise TopologyError(f"no d-regular graph with n={n}, d={d}: need d < n and n*d even")
+    _check_size(f"random_regular({n}, d={d})", n, n * d)
     import networkx as nx
 
     for t in range(max_tries):
@@ -602,6 +662,7 @@ def exponential(n: int, *, layout: str = "auto") -> Topology:
     while h < n:
         hops.append(h)
         h *= 2
+    _check_size(f"exponential({n})", n, 2 * n * len(hops))
     edges = {tuple(sorted((i, (i + h) % n))) for i in range(n) for h in hops}
     edges = {e for e in edges if e[0] != e[1]}
     return from_edges(n, sorted(edges), name=f"exponential{n}", layout=layout)
