@@ -11,34 +11,35 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import pathlib
 import types
 import typing
 from typing import Any
 
-__all__ = ["RunConfig", "ConfigError", "apply_overrides", "load_config", "config_to_dict", "ALGORITHM_OPTIONS"]
+__all__ = ["RunConfig", "ConfigError", "apply_overrides", "load_config", "config_to_dict", "check_config"]
 
 
-class ConfigError(ValueError):
-    """A bad configuration key or value; the message lists what is valid."""
+from ecl_jax.errors import ConfigError
 
-
-# Options each algorithm accepts in ``RunConfig.options[<algorithm>]`` (name -> type).
-ALGORITHM_OPTIONS: dict[str, type] = {
-    "lr": float,
-    "eta": float,
-    "theta": float,
-    "rho": float,
-    "eta_rule": str,
-    "K": int,
-    "c": float,
-    "fan_in_scaling": bool,
-    "dual_smoothing": bool,
-    "gradient_coefficient": bool,
-    "eta_follows_lr": bool,
-    "momentum": float,
-    "isvr_rule": str,
+# Which fields only some choices read: a non-default value with another choice is refused
+# (it would silently do nothing).
+_PARTITION_FIELDS = {
+    "partition_k": ("k_classes", "icml21"),
+    "partition_alpha": ("dirichlet", "quantity_skew"),
+    "class_lists": ("classes",),
+    "partition_replace": ("classes", "kdd20_mnist", "kdd20_cifar10"),
 }
+_TOPOLOGY_FIELDS = {"degree": ("random_regular",), "edge_prob": ("erdos_renyi",), "hops": ("multiplex_ring",)}
+PUBLISHED_METRICS = ("test_acc", "test_loss")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,33 +108,140 @@ class RunConfig:
     published: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        positive = ("n_nodes", "batch_size", "eval_every", "K", "checkpoint_every", "eval_batch", "degree", "hops", "partition_k")
-        for f in positive:
-            v = getattr(self, f)
-            if v is None and f == "partition_k":
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{f} must be a positive integer, got {v!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ConfigError(f"steps must be a non-negative integer, got {self.steps!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
-        if isinstance(self.lr_decay_every, bool) or not isinstance(self.lr_decay_every, int) or self.lr_decay_every < 0:
-            raise ConfigError(f"lr_decay_every must be a non-negative integer (steps; 0 = no decay), got {self.lr_decay_every!r}")
-        if not 0 < self.node_prob <= 1:
-            raise ConfigError(f"node_prob must be in (0, 1], got {self.node_prob!r}")
-        if self.x_axis not in ("epoch", "round", "step"):
-            raise ConfigError(f"x_axis must be 'epoch', 'round' (= step / K) or 'step', got {self.x_axis!r}")
-        if not self.algorithms:
-            raise ConfigError("algorithms is empty; give at least one, e.g. ecl-pdmm")
-        for algo, opts in self.options.items():
-            if not isinstance(opts, dict):
-                raise ConfigError(f"options[{algo!r}] must be a dict of option -> value, got {opts!r}")
-            for k in opts:
-                if k not in ALGORITHM_OPTIONS:
-                    raise ConfigError(f"unknown option {algo}.{k}; valid options: {sorted(ALGORITHM_OPTIONS)}")
+        check_config(self)
+
+
+def check_config(c: "RunConfig") -> None:
+    """Validate every field of a config; ConfigError naming the field, the value and what is valid."""
+    from ecl_jax.run_folder import check_run_name
+
+    check_run_name(c.name)
+    positive = ("n_nodes", "batch_size", "eval_every", "K", "checkpoint_every", "eval_batch", "degree", "hops", "steps")
+    for f in positive:
+        v = getattr(c, f)
+        if not _is_int(v) or v < 1:
+            raise ConfigError(f"{f} must be a positive integer, got {v!r}")
+    for f in ("n_train", "n_test", "partition_k", "partition_seed"):
+        v = getattr(c, f)
+        if v is not None and (not _is_int(v) or v < (0 if f == "partition_seed" else 1)):
+            what = "a non-negative integer" if f == "partition_seed" else "a positive integer"
+            extra = " or None (all data)" if f in ("n_train", "n_test") else " or None (the method's default)"
+            raise ConfigError(f"{f} must be {what}{extra}, got {v!r}")
+    if not _is_int(c.seed) or c.seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {c.seed!r}")
+    if not (_is_num(c.lr) and c.lr > 0):
+        raise ConfigError(f"lr must be a positive finite number, got {c.lr!r}")
+    if not (_is_num(c.eta) and c.eta > 0):
+        raise ConfigError(f"eta must be a positive finite number, got {c.eta!r}")
+    if not (_is_num(c.l2) and c.l2 >= 0):
+        raise ConfigError(f"l2 must be a finite number >= 0, got {c.l2!r}")
+    if not (_is_num(c.lr_decay) and 0 < c.lr_decay <= 1):
+        raise ConfigError(f"lr_decay must be in (0, 1], got {c.lr_decay!r}")
+    if not _is_int(c.lr_decay_every) or c.lr_decay_every < 0:
+        raise ConfigError(f"lr_decay_every must be a non-negative integer (steps; 0 = no decay), got {c.lr_decay_every!r}")
+    if c.lr_decay != 1.0 and c.lr_decay_every == 0:
+        raise ConfigError(f"lr_decay={c.lr_decay} needs lr_decay_every > 0 (steps between decays)")
+    if not (_is_num(c.node_prob) and 0 < c.node_prob <= 1):
+        raise ConfigError(f"node_prob must be in (0, 1], got {c.node_prob!r}")
+    if not (_is_num(c.edge_prob) and 0 < c.edge_prob <= 1):
+        raise ConfigError(f"edge_prob must be in (0, 1], got {c.edge_prob!r}")
+    if not (_is_num(c.partition_alpha) and c.partition_alpha > 0):
+        raise ConfigError(f"partition_alpha must be a positive number, got {c.partition_alpha!r}")
+    if c.x_axis not in ("epoch", "round", "step"):
+        raise ConfigError(f"x_axis must be 'epoch', 'round' (= step / K) or 'step', got {c.x_axis!r}")
+    for f in ("dataset", "model", "partition", "topology", "edge_schedule", "out_dir", "description"):
+        if not isinstance(getattr(c, f), str):
+            raise ConfigError(f"{f} must be a string, got {getattr(c, f)!r}")
+    if not c.out_dir.strip():
+        raise ConfigError("out_dir is empty; give a folder for run folders, e.g. out_dir=runs")
+    if c.data_dir is not None and (not isinstance(c.data_dir, str) or not c.data_dir.strip()):
+        raise ConfigError(f"data_dir must be a folder path or None, got {c.data_dir!r}")
+    _check_choices(c)
+    _check_algorithms(c)
+    _check_published(c)
+
+
+def _check_choices(c: "RunConfig") -> None:
+    from ecl_jax import masks, models, partition
+    from ecl_jax.registry import TOPOLOGY_NAMES
+
+    if c.partition not in partition.METHODS:
+        raise ConfigError(f"unknown partition {c.partition!r}; valid: {', '.join(partition.METHODS)}")
+    if c.topology not in TOPOLOGY_NAMES:
+        raise ConfigError(f"unknown topology {c.topology!r}; valid: {', '.join(TOPOLOGY_NAMES)}")
+    if str(c.model).lower().replace("-", "_") not in {m.replace("-", "_") for m in models.MODEL_NAMES}:
+        raise ConfigError(f"unknown model {c.model!r}; valid: {', '.join(models.MODEL_NAMES)}")
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    for field, users in _PARTITION_FIELDS.items():
+        v = getattr(c, field)
+        if v != defaults[field] and c.partition not in users:
+            raise ConfigError(
+                f"{field}={v!r} has no effect with partition={c.partition!r}; it is read by partition "
+                f"{' / '.join(users)}. Drop it or choose one of those partitions"
+            )
+    for field, users in _TOPOLOGY_FIELDS.items():
+        v = getattr(c, field)
+        if v != defaults[field] and c.topology not in users:
+            raise ConfigError(
+                f"{field}={v!r} has no effect with topology={c.topology!r}; it is read by topology "
+                f"{' / '.join(users)}. Drop it or choose that topology"
+            )
+    if c.partition == "classes" and c.class_lists is None:
+        raise ConfigError("partition='classes' needs class_lists, e.g. [[6,7,8,9],[3,4,5],[0,1,2]]")
+    if c.class_lists is not None:
+        ok = isinstance(c.class_lists, (tuple, list)) and all(
+            isinstance(row, (tuple, list)) and row and all(_is_int(k) and k >= 0 for k in row) for row in c.class_lists
+        )
+        if not ok or len(c.class_lists) != c.n_nodes:
+            raise ConfigError(
+                f"class_lists must be {c.n_nodes} non-empty lists of class indices (one per node), got {c.class_lists!r}"
+            )
+    try:
+        masks.edge_schedule_from_string(c.edge_schedule)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(
+            f"edge_schedule {c.edge_schedule!r}: {err}. Examples: always, bernoulli:K=8, bernoulli:p=0.2, "
+            "slots:K=8, round_robin:interval=6, and ',fail=0.1' for link failures"
+        ) from None
+
+
+def _check_algorithms(c: "RunConfig") -> None:
+    from ecl_jax.registry import ALGORITHMS, check_options
+
+    if not isinstance(c.algorithms, tuple) or not c.algorithms:
+        raise ConfigError(f"algorithms must be a non-empty list, e.g. ecl-pdmm,gossip; got {c.algorithms!r}")
+    for a in c.algorithms:
+        if a not in ALGORITHMS:
+            import difflib
+
+            close = difflib.get_close_matches(str(a), list(ALGORITHMS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown algorithm {a!r}{hint}; valid: {', '.join(ALGORITHMS)}")
+    dup = sorted({a for a in c.algorithms if c.algorithms.count(a) > 1})
+    if dup:
+        raise ConfigError(f"algorithms lists {dup} more than once; each algorithm runs once per run "
+                          "(for two settings of one update use its alias, e.g. ecl-pdmm and pdmm-sgd)")
+    if not isinstance(c.options, dict) or not all(isinstance(v, dict) for v in c.options.values()):
+        raise ConfigError(f"options must be a dict of algorithm -> {{option: value}}, got {c.options!r}")
+    check_options(c)
+
+
+def _check_published(c: "RunConfig") -> None:
+    from ecl_jax.registry import ALGORITHMS
+
+    if not isinstance(c.published, dict):
+        raise ConfigError(f"published must be a dict like {{'test_acc': {{'dsgd': 0.654}}}}, got {c.published!r}")
+    for metric, table in c.published.items():
+        if metric not in PUBLISHED_METRICS:
+            raise ConfigError(f"published: unknown metric {metric!r}; valid: {', '.join(PUBLISHED_METRICS)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"published[{metric!r}] must map algorithm -> value, got {table!r}")
+        for algo, v in table.items():
+            if algo not in ALGORITHMS:
+                raise ConfigError(f"published[{metric!r}]: unknown algorithm {algo!r}; valid: {', '.join(ALGORITHMS)}")
+            if not _is_num(v) or (metric == "test_acc" and not 0 <= v <= 1) or v < 0:
+                valid = "a fraction in [0, 1]" if metric == "test_acc" else "a number >= 0"
+                raise ConfigError(f"published[{metric!r}][{algo!r}] must be {valid}, got {v!r}")
 
 
 def _field_types() -> dict[str, Any]:
@@ -188,10 +296,18 @@ def _to_tuple(v):
 
 
 def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
-    """Apply ``key=value`` strings (``algo.option=value`` for per-algorithm options)."""
+    """Apply ``key=value`` strings (``ALGO.OPTION=value`` for per-algorithm options).
+
+    ``options=<JSON object>`` replaces the whole per-algorithm options table; later
+    ``ALGO.OPTION=value`` items change single entries. ``ALGO`` must be one of the run's
+    algorithms (after all overrides) and ``OPTION`` one that this algorithm takes.
+    """
+    from ecl_jax.registry import ALGORITHMS
+
     types_ = _field_types()
     changes: dict[str, Any] = {}
-    options = {k: dict(v) for k, v in config.options.items()}
+    options = {k: dict(v) for k, v in config.options.items()} if isinstance(config.options, dict) else config.options
+    set_here: list[str] = []
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -199,30 +315,82 @@ def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -
             raise ConfigError(f"override {item!r} is not of the form key=value")
         if "." in key:
             algo, opt = key.split(".", 1)
-            if opt not in ALGORITHM_OPTIONS:
-                raise ConfigError(f"unknown algorithm option {opt!r} in {key!r}; valid options: {sorted(ALGORITHM_OPTIONS)}")
-            options.setdefault(algo, {})[opt] = _parse_value(key, raw, ALGORITHM_OPTIONS[opt])
+            if algo not in ALGORITHMS:
+                import difflib
+
+                close = difflib.get_close_matches(algo, list(ALGORITHMS), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown algorithm {algo!r} in {key!r}{hint}; valid: {', '.join(ALGORITHMS)}")
+            valid = ALGORITHMS[algo].options
+            if opt not in valid:
+                raise ConfigError(f"{algo} has no option {opt!r} (in {key!r}); valid options for {algo}: "
+                                  f"{', '.join(sorted(valid))}")
+            options.setdefault(algo, {})[opt] = _parse_value(key, raw, valid[opt])
+            set_here.append(algo)
             continue
         if key not in types_:
             raise ConfigError(f"unknown config key {key!r}; valid keys: {sorted(types_)}")
-        changes[key] = _parse_value(key, raw, types_[key])
+        value = _parse_value(key, raw, types_[key])
+        if key == "options":
+            if not isinstance(value, dict):
+                raise ConfigError(f"options expects a JSON object like {{\"ecl-pdmm\": {{\"eta\": 2}}}}, got {raw!r}")
+            options = {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+            set_here.extend(options)
+            continue
+        changes[key] = value
+    algos = changes.get("algorithms", config.algorithms)
+    for algo in dict.fromkeys(set_here):
+        if algo not in algos:
+            raise ConfigError(
+                f"--set {algo}.*: {algo!r} is not in this run's algorithms {list(algos)}; "
+                f"add it (--algorithms ...,{algo}) or drop the setting"
+            )
     return dataclasses.replace(config, options=options, **changes)
 
 
 def load_config(path: str | None) -> RunConfig:
-    """Load ``CONFIG`` from an experiment file (``None`` = the default config)."""
+    """Load ``CONFIG`` from an experiment file, or a run's ``config.json`` (``None`` = the default config)."""
     if path is None:
         return RunConfig()
     p = pathlib.Path(path)
+    if p.is_dir():
+        hint = " (a run folder: pass its config.json to rerun it)" if (p / "config.json").is_file() else ""
+        raise ConfigError(f"config {str(p)!r} is a folder{hint}; give an experiment file (.py) or a config.json")
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
+    if p.suffix == ".json":
+        return config_from_json(p)
+    if p.suffix != ".py":
+        raise ConfigError(f"config file {str(p)!r} is neither an experiment file (.py) nor a run's config.json")
     spec = importlib.util.spec_from_file_location(f"ecl_jax_experiment_{p.stem}", p)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except ConfigError as err:
+        raise ConfigError(f"{p}: {err}") from err
+    except Exception as err:  # the experiment file's own bug: say where, --debug shows the traceback
+        raise ConfigError(f"{p} failed to load: {type(err).__name__}: {err}") from err
     config = getattr(module, "CONFIG", None)
     if not isinstance(config, RunConfig):
         raise ConfigError(f"{p} must define CONFIG = ecl_jax.config.RunConfig(...); found {type(config).__name__}")
     return config
+
+
+def config_from_json(path: str | pathlib.Path) -> RunConfig:
+    """A config from a run's ``config.json`` (what :func:`config_to_dict` wrote)."""
+    p = pathlib.Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{p} is not a readable JSON config ({err})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p} must hold a JSON object of config fields, got {type(d).__name__}")
+    types_ = _field_types()
+    unknown = sorted(set(d) - set(types_))
+    if unknown:
+        raise ConfigError(f"{p}: unknown config keys {unknown}; valid keys: {sorted(types_)}")
+    fields = {k: (_to_tuple(v) if k in ("algorithms", "class_lists") and isinstance(v, list) else v) for k, v in d.items()}
+    return RunConfig(**fields)
 
 
 def config_to_dict(config: RunConfig) -> dict:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
+import io
 import json
 import math
-import os
 import pathlib
-import shutil
 import sys
 import time
 from typing import Any, Callable
@@ -29,133 +29,47 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax import algorithms as algs
-from ecl_jax import masks, topology as topo_mod
+from ecl_jax import masks
+from ecl_jax import run_folder
+from ecl_jax.checkpoint import (
+    CHECKPOINT_FORMAT,
+    NON_TRAJECTORY_FIELDS,
+    check_fingerprint,
+    fingerprint,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
 from ecl_jax.config import ConfigError, RunConfig, config_to_dict
 from ecl_jax.engine import Carry, Engine, NodeData
+from ecl_jax.errors import RunFolderError
+from ecl_jax.registry import (
+    ALGORITHM_ALIASES,
+    ALGORITHM_NAMES,
+    TOPOLOGY_NAMES,
+    algorithm_settings,
+    build_algorithm,
+    build_topology,
+)
 
 __all__ = [
     "DivergenceError",
     "build_topology",
     "build_algorithm",
     "ALGORITHM_NAMES",
+    "ALGORITHM_ALIASES",
     "TOPOLOGY_NAMES",
+    "CHECKPOINT_FORMAT",
     "prepare_data",
     "run_experiment",
     "RunResult",
+    "save_checkpoint",
+    "load_checkpoint",
 ]
 
 
 class DivergenceError(RuntimeError):
     """NaN/inf in a run; the message names the step, algorithm and hyperparameters."""
-
-
-TOPOLOGY_NAMES = (
-    "ring", "multiplex_ring", "torus", "complete", "star", "erdos_renyi",
-    "random_regular", "exponential", "icml21_random",
-)
-
-
-def build_topology(config: RunConfig) -> topo_mod.Topology:
-    """The communication graph named by ``config.topology``."""
-    n, name = config.n_nodes, config.topology
-    if name == "ring":
-        return topo_mod.ring(n)
-    if name == "multiplex_ring":
-        return topo_mod.multiplex_ring(n, config.hops)
-    if name == "torus":
-        rows = int(math.isqrt(n))
-        while n % rows:
-            rows -= 1
-        if rows < 2:
-            raise ConfigError(f"torus needs n_nodes = rows * cols with rows, cols >= 2; {n} is prime")
-        return topo_mod.torus(rows, n // rows)
-    if name == "complete":
-        return topo_mod.complete(n)
-    if name == "star":
-        return topo_mod.star(n)
-    if name == "erdos_renyi":
-        return topo_mod.erdos_renyi(n, config.edge_prob, seed=config.seed)
-    if name == "random_regular":
-        return topo_mod.random_regular(n, config.degree, seed=config.seed)
-    if name == "exponential":
-        return topo_mod.exponential(n)
-    if name == "icml21_random":
-        if n != 8:
-            raise ConfigError(f"topology icml21_random has 8 nodes; set n_nodes=8 (got {n})")
-        return topo_mod.icml21_random()
-    raise ConfigError(f"unknown topology {name!r}; valid: {', '.join(TOPOLOGY_NAMES)}")
-
-
-ALGORITHM_NAMES = (
-    "ecl-pdmm", "ecl-admm", "pdmm-isvr", "admm-isvr", "gossip", "pairwise-gossip",
-    "dsgd", "gradient-tracking", "local", "centralized", "pdmm-sgd", "admm-sgd",
-)
-
-# Named variants: ICML21's "PDMM-SGD" / "ADMM-SGD" are the KDD20 ECL-PDMM / ECL-ADMM
-# (same update, own name so both can run side by side with their own ``options``).
-ALGORITHM_ALIASES = {"pdmm-sgd": "ecl-pdmm", "admm-sgd": "ecl-admm"}
-
-
-def build_algorithm(name: str, config: RunConfig) -> algs.Algorithm:
-    """An algorithm by name with the config's hyperparameters and ``options[name]``;
-    an invalid hyperparameter becomes a :class:`ConfigError` naming the algorithm."""
-    try:
-        return _build_algorithm(name, config)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"{name}: {err}") from None
-
-
-def _build_algorithm(name: str, config: RunConfig) -> algs.Algorithm:
-    opts = dict(config.options.get(name, {}))
-    lr = opts.pop("lr", config.lr)
-    if config.lr_decay != 1.0 and config.lr_decay_every > 0:
-        # Step decay lr * decay^floor(step / every) (KDD20 CIFAR: x0.95 every 10 epochs).
-        import optax
-
-        lr = optax.exponential_decay(lr, config.lr_decay_every, config.lr_decay, staircase=True)
-    momentum = opts.pop("momentum", None)
-    base = ALGORITHM_ALIASES.get(name, name)
-    if base in ("ecl-pdmm", "ecl-admm"):
-        opts.setdefault("eta", config.eta)
-        opts.pop("isvr_rule", None)
-        opts.pop("K", None)
-        builder = algs.ecl_pdmm if base == "ecl-pdmm" else algs.ecl_admm
-        return builder(lr=lr, name=name, **opts)
-    if name in ("pdmm-isvr", "admm-isvr"):
-        rule = opts.pop("isvr_rule", "paper")
-        K = opts.pop("K", config.K)
-        opts.pop("eta", None)
-        return algs.ecl_isvr(lr=lr, K=K, variant=name.split("-")[0], eta_rule=rule, **opts)
-    sgd_like = {
-        "gossip": algs.gossip,
-        "pairwise-gossip": algs.pairwise_gossip,
-        "dsgd": algs.dsgd,
-        "gradient-tracking": algs.gradient_tracking,
-        "local": algs.local_sgd,
-        "centralized": algs.centralized,
-    }
-    if name not in sgd_like:
-        raise ConfigError(f"unknown algorithm {name!r}; valid: {', '.join(ALGORITHM_NAMES)}")
-    if opts:
-        raise ConfigError(f"options {sorted(opts)} do not apply to {name}; it takes lr and momentum")
-    import optax
-
-    tx = optax.sgd(lr, momentum=momentum) if momentum else optax.sgd(lr)
-    return sgd_like[name](lr, optimizer=tx)
-
-
-def algorithm_settings(algorithm: algs.Algorithm) -> dict:
-    """A printable summary of an algorithm's static hyperparameters."""
-    cfg = algorithm.config
-    if cfg is None:
-        return {}
-    out = {}
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        out[f.name] = v if isinstance(v, (int, float, str, bool, type(None))) else type(v).__name__
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -261,72 +175,6 @@ def make_eval_fn(model, eval_batch: int) -> Callable:
 
 
 # --------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------
-
-
-CHECKPOINT_FORMAT = 2
-"""Version of the checkpoint's state layout; 1 (no stamp): ECL duals per directed edge."""
-
-
-def save_checkpoint(path: pathlib.Path, carry: Carry, history: list[dict], wall: float) -> None:
-    """Atomically write the carry's leaves and the metric history."""
-    leaves = jax.tree_util.tree_leaves(jax.device_get(carry))
-    arrays = {f"leaf_{i}": np.asarray(a) for i, a in enumerate(leaves)}
-    tmp = path.with_suffix(".tmp.npz")
-    with open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            format=CHECKPOINT_FORMAT,
-            n_leaves=len(leaves),
-            wall=wall,
-            history=json.dumps(history, default=_jsonable),
-            **arrays,
-        )
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: pathlib.Path, template: Carry) -> tuple[Carry, list[dict], float]:
-    """Restore a carry into the structure of ``template`` (a freshly initialised carry).
-
-    Raises ValueError naming the first leaf whose shape or dtype differs (a checkpoint of
-    another model, algorithm, topology or an older state format).
-    """
-    with np.load(path, allow_pickle=False) as z:
-        fmt = int(z["format"]) if "format" in z.files else 1
-        n = int(z["n_leaves"])
-        leaves = [z[f"leaf_{i}"] for i in range(n)]
-        history = json.loads(str(z["history"]))
-        wall = float(z["wall"])
-    fix = "delete it or re-run with --fresh"
-    if fmt != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"checkpoint {path} has state format {fmt}; this ecl_jax reads format {CHECKPOINT_FORMAT} "
-            f"(format 2: ECL duals stored per undirected edge, see ecl_jax.edge_pairs); {fix}"
-        )
-    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    if len(paths_leaves) != n:
-        raise ValueError(f"checkpoint {path} holds {n} arrays, this run's state has {len(paths_leaves)}; {fix}")
-    for (kp, t), leaf in zip(paths_leaves, leaves):
-        if np.shape(t) != np.shape(leaf) or np.dtype(t.dtype).kind != leaf.dtype.kind:
-            raise ValueError(
-                f"checkpoint {path} does not match this run's model/algorithm/topology: state"
-                f"{jax.tree_util.keystr(kp)} is {leaf.dtype}{list(np.shape(leaf))} in the file, "
-                f"{np.dtype(t.dtype)}{list(np.shape(t))} here; {fix}"
-            )
-    restored = [jnp.asarray(l, dtype=t.dtype) for (_, t), l in zip(paths_leaves, leaves)]
-    return jax.tree_util.tree_unflatten(treedef, restored), history, wall
-
-
-def _jsonable(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    raise TypeError(type(x))
-
-
-# --------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------
 
@@ -403,15 +251,114 @@ def _history_row(metrics: dict, algo: str, config: RunConfig, mean_count: float,
     return row
 
 
-def _check_finite(metrics: dict, carry: Carry, algorithm: algs.Algorithm, step: int) -> None:
+def _check_finite(metrics: dict, carry: Carry, algorithm: algs.Algorithm, step: int, kept: str) -> None:
     vals = [np.asarray(v) for k, v in metrics.items() if k != "step"]
     bad = [not np.all(np.isfinite(v)) for v in vals]
-    state_ok = all(bool(jnp.all(jnp.isfinite(l))) for l in jax.tree_util.tree_leaves(algorithm.node_params(carry.state)))
+    state_ok = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(algorithm.node_params(carry.state)))
     if any(bad) or not state_ok:
         raise DivergenceError(
             f"{algorithm.name} diverged (NaN/inf) by step {step} with settings {algorithm_settings(algorithm)}; "
-            "the last good checkpoint is kept. Lower lr (raise mu) or raise eta."
+            f"{kept}. Lower lr (raise mu) or raise eta."
         )
+
+
+def split_hash(train: NodeData) -> str:
+    """A short hash of the node split (every node's samples, labels and counts)."""
+    h = hashlib.blake2b(digest_size=12)
+    for a in (train.x, train.y, train.count):
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class _Plan:
+    """A validated run: everything built before a single file is touched."""
+
+    config: RunConfig
+    run_dir: pathlib.Path
+    topology: Any
+    algorithms: list
+    data: "PreparedData"
+    fingerprints: dict
+
+
+def _plan(config: RunConfig) -> _Plan:
+    """Validate the whole config (graph, algorithms, model, schedules, data) without writing."""
+    from ecl_jax import models
+
+    run_folder.check_run_name(config.name)
+    topology = build_topology(config)
+    algorithms = [build_algorithm(a, config) for a in config.algorithms]
+    try:
+        models.get_model(config.model, num_classes=10)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    data = prepare_data(config)
+    resolved = config_to_dict(config)
+    data_id = {"dataset": config.dataset, "source": data.source, "split": split_hash(data.train)}
+    prints = {
+        a.name: fingerprint(resolved, a.name, config.options.get(a.name, {}), algorithm_settings(a), data_id)
+        for a in algorithms
+    }
+    return _Plan(config, pathlib.Path(config.out_dir) / config.name, topology, algorithms, data, prints)
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    try:
+        d = json.loads(path.read_text())
+        if not isinstance(d, dict):
+            raise ValueError(f"holds a {type(d).__name__}, not an object")
+        return d
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise RunFolderError(
+            f"{path} is unreadable or corrupted ({err}); delete that file (the checkpoints still hold the "
+            "progress) or re-run with --fresh to start the run over"
+        ) from None
+
+
+def _check_folder(plan: _Plan) -> list[str]:
+    """Check an existing run folder against the plan; return the algorithms it already holds.
+
+    Refuses (before anything runs) a folder with results of another config, a checkpoint
+    of another run (fingerprint), or a checkpoint past the requested steps.
+    """
+    config, run_dir = plan.config, plan.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    present = sorted(p.stem for p in ckpt_dir.glob("*.npz")) if ckpt_dir.is_dir() else []
+    has_results = bool(present) or (run_dir / "metrics.csv").exists() or (run_dir / "final.json").exists()
+    cfg_path = run_dir / "config.json"
+    old_algos: list[str] = []
+    if cfg_path.exists():
+        old = _read_json(cfg_path)
+        old_algos = [a for a in old.get("algorithms", []) if isinstance(a, str)]
+        if has_results:
+            resolved = config_to_dict(config)
+            defaults = config_to_dict(RunConfig())
+            # A key missing from an older config.json is the same run if it has its default now.
+            diff = sorted(
+                k for k in set(old) | set(resolved)
+                if k not in NON_TRAJECTORY_FIELDS and old.get(k, defaults.get(k)) != resolved.get(k)
+            )
+            if diff:
+                shown = ", ".join(f"{k}: {old.get(k, defaults.get(k))!r} there, {resolved.get(k)!r} now" for k in diff[:5])
+                raise ConfigError(
+                    f"{run_dir} holds a run with a different config (keys {diff}: {shown}); "
+                    "use --fresh to overwrite it or --set name=... for a new folder"
+                )
+    for name, expected in plan.fingerprints.items():
+        path = ckpt_dir / f"{name}.npz"
+        if path.exists():
+            meta = read_meta(path)
+            check_fingerprint(path, meta, expected)
+            if meta["step"] is not None and meta["step"] > config.steps:
+                raise ConfigError(
+                    f"{path} is already at step {meta['step']}, past steps={config.steps}; ask for "
+                    f"steps >= {meta['step']} (a finished run can be extended, not shortened) or --set name=... "
+                    "for a new run"
+                )
+    return [a for a in old_algos if a in present and a not in plan.fingerprints]
 
 
 def run_experiment(
@@ -423,44 +370,51 @@ def run_experiment(
 ) -> RunResult:
     """Run every algorithm of ``config`` (resuming where checkpoints exist).
 
+    Safe by construction: the whole config and the data are validated before any file is
+    written; ``fresh`` empties only a folder that ecl_jax made (marker file), after that
+    validation; the folder is locked against a second process; each checkpoint must carry
+    this run's fingerprint to be resumed; every file a later run reads is written
+    atomically. A finished run asked for more ``steps`` continues from its checkpoints.
+
     ``stop_after_chunks`` simulates an interruption (tests): the run raises
     KeyboardInterrupt after that many chunks, with the checkpoint written.
     """
+    plan = _plan(config)
+    run_dir = plan.run_dir
+    if run_dir.exists() and not run_folder.is_run_folder(run_dir) and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        looks_old = (run_dir / "config.json").exists() and (run_dir / "checkpoints").is_dir()
+        why = (" It looks like a run folder of an older ecl_jax, whose checkpoints cannot be verified;"
+               " move it away to keep it." if looks_old else "")
+        action = "delete" if fresh else "write into"
+        raise RunFolderError(
+            f"{run_dir} exists and was not made by ecl_jax (no {run_folder.MARKER} file), so ecl_jax will not "
+            f"{action} it.{why} Choose another --set name=... or out_dir=..."
+        )
+    run_folder.create(run_dir)
+    with run_folder.RunLock(run_dir):
+        if fresh:
+            run_folder.clear(run_dir)
+        earlier = _check_folder(plan)
+        return _run_locked(plan, earlier, quiet=quiet, stop_after_chunks=stop_after_chunks)
+
+
+def _run_locked(plan: _Plan, earlier: list[str], *, quiet: bool, stop_after_chunks: int | None) -> RunResult:
     from ecl_jax import models, plotting
 
-    run_dir = pathlib.Path(config.out_dir) / config.name
+    config, run_dir, topology, data = plan.config, plan.run_dir, plan.topology, plan.data
     resolved = config_to_dict(config)
-    cfg_path = run_dir / "config.json"
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        # published: plot annotation only; algorithms: each has its own checkpoint, so
-        # adding one to a finished run folder runs only the new one.
-        ignore = {"out_dir", "published", "algorithms"}
-        defaults = config_to_dict(RunConfig())
-        # A key missing from an older config.json is the same run if it has its default now.
-        diff = sorted(
-            k for k in set(old) | set(resolved)
-            if k not in ignore and old.get(k, defaults.get(k)) != resolved.get(k)
-        )
-        if diff:
-            raise ConfigError(
-                f"{run_dir} holds a run with a different config (keys {diff}); "
-                "use --fresh to overwrite it or --set name=... for a new folder"
-            )
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(json.dumps(resolved, indent=2))
-
-    topology = build_topology(config)
-    algorithms = [build_algorithm(a, config) for a in config.algorithms]  # validate all first
-    data = prepare_data(config)
-    (run_dir / "split.txt").write_text(
+    resolved["algorithms"] = list(dict.fromkeys(earlier + list(config.algorithms)))
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    run_folder.atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
+    run_folder.atomic_write_text(
+        run_dir / "split.txt",
         f"data: {config.dataset} ({data.source}); partition: {config.partition}; topology: {topology!r}\n\n"
-        + data.split_text + "\n"
+        + data.split_text + "\n",
     )
-    np.savetxt(run_dir / "split.csv", data.counts, fmt="%d", delimiter=",",
+    buf = io.StringIO()
+    np.savetxt(buf, data.counts, fmt="%d", delimiter=",",
                header=",".join(f"class_{c}" for c in range(data.num_classes)))
+    run_folder.atomic_write_text(run_dir / "split.csv", buf.getvalue())
     if not quiet:
         print(f"run folder: {run_dir}\n{topology!r}\n{data.split_text}", file=sys.stderr)
 
@@ -477,9 +431,11 @@ def run_experiment(
     mean_count = float(np.mean(np.asarray(data.train.count)))
 
     histories: dict[str, list[dict]] = {}
+    for name in earlier:  # algorithms of an earlier call on this folder: keep their results
+        histories[name] = read_meta(run_dir / "checkpoints" / f"{name}.npz")["history"]
     chunks_done = 0
-    for algorithm in algorithms:
-        name = algorithm.name if algorithm.name not in histories else algorithm.name + "_2"
+    for algorithm in plan.algorithms:
+        name = algorithm.name
         engine = Engine(
             algorithm, topology, loss_fn, batch_size=config.batch_size, edge_schedule=edge_sched,
             node_schedule=node_sched, eval_every=config.eval_every, eval_fn=eval_fn,
@@ -489,16 +445,19 @@ def run_experiment(
         history: list[dict] = []
         wall0 = 0.0
         if ckpt.exists():
-            carry, history, wall0 = load_checkpoint(ckpt, carry)
+            carry, history, wall0 = load_checkpoint(ckpt, carry, plan.fingerprints[name])
             if not quiet:
                 print(f"[{name}] resuming from step {int(carry.step)}", file=sys.stderr)
+        saved_step = int(carry.step) if ckpt.exists() else None
         progress = Progress(name, config.steps, quiet)
         t_start = time.time()
         n_chunk = 0
         while int(carry.step) < config.steps:
             new_carry, metrics = engine.run_chunk(carry, train, config.steps, eval_data)
             metrics = jax.device_get(metrics)
-            _check_finite(metrics, new_carry, algorithm, int(new_carry.step))
+            kept = ("no checkpoint exists yet for it (the divergence came before the first one was written)"
+                    if saved_step is None else f"its last good checkpoint (step {saved_step}) is kept")
+            _check_finite(metrics, new_carry, algorithm, int(new_carry.step), kept)
             carry = new_carry
             wall = wall0 + time.time() - t_start
             history.append(_history_row(metrics, name, config, mean_count, wall))
@@ -506,7 +465,8 @@ def run_experiment(
             n_chunk += 1
             done = int(carry.step) >= config.steps
             if done or n_chunk % config.checkpoint_every == 0:
-                save_checkpoint(ckpt, carry, history, wall)
+                save_checkpoint(ckpt, carry, history, wall, plan.fingerprints[name])
+                saved_step = int(carry.step)
             chunks_done += 1
             if stop_after_chunks is not None and chunks_done >= stop_after_chunks and not done:
                 raise KeyboardInterrupt(f"stopped after {chunks_done} chunks (test)")
@@ -516,7 +476,7 @@ def run_experiment(
     plots = plotting.plot_run(run_dir, histories, title=_title(config, topology), x_axis=config.x_axis,
                               published=config.published)
     final = {k: h[-1] for k, h in histories.items() if h}
-    (run_dir / "final.json").write_text(json.dumps(summarize(final), indent=2))
+    run_folder.atomic_write_text(run_dir / "final.json", json.dumps(summarize(final), indent=2) + "\n")
     return RunResult(run_dir, histories, final, plots)
 
 
@@ -559,7 +519,8 @@ def write_metrics_csv(path: pathlib.Path, histories: dict[str, list[dict]], n_no
     if not rows:
         return
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    run_folder.atomic_write_text(path, buf.getvalue())

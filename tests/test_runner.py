@@ -75,8 +75,8 @@ def test_unknown_algorithm_and_topology_are_named():
         build_algorithm("pdmmm", TINY)
     with pytest.raises(ConfigError, match="unknown topology 'hypercube'.*valid"):
         build_topology(dataclasses.replace(TINY, topology="hypercube"))
-    with pytest.raises(ConfigError, match="do not apply to gossip"):
-        build_algorithm("gossip", apply_overrides(TINY, ["gossip.eta=2"]))
+    with pytest.raises(ConfigError, match="gossip has no option 'eta'.*lr, momentum"):
+        apply_overrides(TINY, ["gossip.eta=2"])
 
 
 def test_load_config_errors(tmp_path):

@@ -18,7 +18,7 @@ code's epochs. The paper-faithful ECL (no per-leaf scaling, DRS averaging) is
     ecl-jax run experiments/kdd2020/mnist_round_robin.py --set dataset=mnist5k \\
         --set name=kdd20_mnist5k_round_robin --set steps=3000              # embedded subset
 
-Full MNIST needs the IDX files (``data_dir`` or ``ECL_JAX_DATA``; see README).
+Full MNIST needs the IDX files (``data_dir`` or ``$ECL_JAX_DATA_DIR``; see README).
 Published curves (README figure, read by eye, test cross-entropy at epoch 50):
 gossip ~0.045, PDMM ~0.035, ADMM ~0.04, reference ~0.03 (dashed lines).
 """

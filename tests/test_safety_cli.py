@@ -1,0 +1,230 @@
+"""The worst cases of careless or hostile use, as real ``ecl-jax`` subprocesses.
+
+Each test works in a temporary folder holding other people's files (notes, another
+tool's folder, a finished run) and asserts that nothing outside the run folder it asked
+for changed, that expected errors are one line (exit 2, no traceback), and that what must
+still work (resume, --fresh of our own folder, extension) does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import pathlib
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+TINY = """
+from ecl_jax.config import RunConfig
+CONFIG = RunConfig(name="tiny", dataset="mnist5k", n_train=400, n_test=100, model="logistic", n_nodes=4,
+                   partition="k_classes", partition_k=3, topology="ring", edge_schedule="bernoulli:K=2",
+                   algorithms=("gossip",), lr=0.05, batch_size=8, steps=20, eval_every=10)
+"""
+
+
+def _snapshot(root: pathlib.Path, skip: pathlib.Path | None = None) -> dict:
+    """path -> content hash of every file under root (except under ``skip``)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if skip is not None and (p == skip or skip in p.parents):
+            continue
+        out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+    return out
+
+
+def _cli(cwd: pathlib.Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ)
+    full_env.pop("ECL_JAX_DATA_DIR", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "ecl_jax", *args], cwd=cwd, capture_output=True, text=True, env=full_env, timeout=600
+    )
+
+
+@pytest.fixture()
+def home(tmp_path):
+    """A working folder with the experiment file, notes, another tool's folder, a finished run."""
+    (tmp_path / "tiny.py").write_text(TINY)
+    (tmp_path / "notes.txt").write_text("a week of notes\n")
+    (tmp_path / "runs" / "not_ours").mkdir(parents=True)
+    (tmp_path / "runs" / "not_ours" / "results.csv").write_text("1,2,3\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.bin").write_bytes(b"\x00" * 100)
+    return tmp_path
+
+
+def _one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
+    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-3000:])
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith("error: "), res.stderr
+    for n in needles:
+        assert n in res.stderr, (n, res.stderr)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--set", "name=..", "--fresh"], "'..'"),
+        (["--set", "name=", "--fresh"], "empty"),
+        (["--set", "name=.", "--fresh"], "'.'"),
+        (["--set", "name=../data", "--fresh"], "single folder name"),
+        (["--set", "name=/tmp", "--fresh"], "single folder name"),
+        (["--set", "out_dir=.", "--set", "name=data", "--fresh"], "not made by ecl_jax"),
+        (["--set", "name=not_ours", "--fresh"], "not made by ecl_jax"),
+        (["--set", "name=not_ours"], "not made by ecl_jax"),
+    ],
+)
+def test_fresh_never_deletes_what_ecl_jax_did_not_make(home, args, needle):
+    before = _snapshot(home)
+    res = _cli(home, "run", "tiny.py", "--quiet", *args)
+    _one_line_error(res, needle)
+    assert _snapshot(home) == before
+
+
+def test_fresh_validates_before_it_deletes_and_only_touches_its_run(home):
+    res = _cli(home, "run", "tiny.py", "--quiet")
+    assert res.returncode == 0, res.stderr
+    run = home / "runs" / "tiny"
+    assert (run / "metrics.csv").is_file() and (run / ".ecl_jax_run").is_file()
+    before = _snapshot(home)
+    # a typo in the new config: refused before anything is deleted
+    res = _cli(home, "run", "tiny.py", "--quiet", "--fresh", "--set", "name=tiny", "--set", "topology=tours")
+    _one_line_error(res, "unknown topology 'tours'", "ring")
+    # a data set that is not there: also refused first
+    res = _cli(home, "run", "tiny.py", "--quiet", "--fresh", "--set", "name=tiny", "--set", "dataset=mnist",
+               env={"ECL_JAX_DATA_DIR": str(home / "data")})
+    _one_line_error(res, "mnist")
+    assert _snapshot(home) == before
+    # a valid --fresh re-runs our own folder and nothing else
+    res = _cli(home, "run", "tiny.py", "--quiet", "--fresh")
+    assert res.returncode == 0, res.stderr
+    assert (run / "metrics.csv").is_file()
+    outside = {k: v for k, v in before.items() if not (k == "runs/tiny" or k.startswith("runs/tiny/"))}
+    assert _snapshot(home, skip=run) == outside
+
+
+def test_expected_errors_are_one_line_without_traceback(home):
+    (home / "no_config.py").write_text("X = 1\n")
+    (home / "broken.py").write_text("raise RuntimeError('my bug')\n")
+    bad_idx = home / "bad_idx"
+    bad_idx.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (bad_idx / name).write_bytes(b"\x00\x00\x08\x03garbage")
+    before = _snapshot(home)
+    cases = [
+        (["run", "no_config.py"], "must define CONFIG"),
+        (["run", "broken.py"], "my bug"),
+        (["run", "missing.py"], "does not exist"),
+        (["run", "tiny.py", "--set", "n_nodes=7", "--set", "topology=torus"], "prime"),
+        (["run", "tiny.py", "--set", "topology=random_regular", "--set", "degree=3", "--set", "n_nodes=5"], "random_regular"),
+        (["run", "tiny.py", "--set", "dataset=mnist", "--set", f"data_dir={bad_idx}"], "bad_idx"),
+        (["run", "tiny.py", "--set", "out_dir=notes.txt"], "notes.txt"),
+        (["run", "tiny.py", "--set", "ecl_pdmm.eta=50"], "did you mean 'ecl-pdmm'"),
+        (["run", "tiny.py", "--set", "gossip.lr=-1"], "gossip.lr"),
+        (["run", "tiny.py", "--set", "gossip.momentum=-1"], "momentum"),
+        (["run", "tiny.py", "--set", "lr=0"], "lr must be"),
+        (["run", "tiny.py", "--algorithms", ""], "--algorithms is empty"),
+        (["run", "tiny.py", "--algorithms", "gossip,gossip"], "more than once"),
+        (["run", "tiny.py", "--set", "steps=0"], "steps"),
+        (["run", "tiny.py", "--set", "n_train=0"], "n_train"),
+        (["run", "tiny.py", "--set", "partition=iid"], "partition_k=3 has no effect"),
+        (["run", "tiny.py", "--set", "published={\"test_acc\": {\"gossip\": 65}}"], "published"),
+        (["run", "tiny.py", "--set", "edge_schedule=slots:K=x"], "edge_schedule"),
+    ]
+    for args, needle in cases:
+        _one_line_error(_cli(home, *args), needle)
+    assert _snapshot(home) == before  # none of them wrote anything
+    assert not (home / "runs" / "tiny").exists()
+
+
+def test_debug_shows_the_traceback(home):
+    res = _cli(home, "run", "tiny.py", "--set", "topology=tours", "--debug")
+    assert res.returncode != 0 and "Traceback" in res.stderr and "tours" in res.stderr
+
+
+def test_corrupted_config_and_checkpoint_name_the_file(home):
+    assert _cli(home, "run", "tiny.py", "--quiet").returncode == 0
+    run = home / "runs" / "tiny"
+    cfg = run / "config.json"
+    good = cfg.read_bytes()
+    cfg.write_bytes(b"")  # a full disk at start used to leave this
+    res = _cli(home, "run", "tiny.py", "--quiet")
+    _one_line_error(res, str(pathlib.Path("runs/tiny/config.json")), "--fresh")
+    cfg.write_bytes(good)
+    ck = run / "checkpoints" / "gossip.npz"
+    ck.write_bytes(ck.read_bytes()[:200])
+    res = _cli(home, "run", "tiny.py", "--quiet")
+    _one_line_error(res, "gossip.npz", "corrupted", "delete that file")
+
+
+def _fake_idx(d: pathlib.Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    d.mkdir(parents=True)
+    for split, n in (("train", 200), ("t10k", 50)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = np.arange(n, dtype=np.uint8) % 10
+        for kind, a in (("images", x), ("labels", y)):
+            raw = struct.pack(">BBBB", 0, 0, 0x08, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape) + a.tobytes()
+            (d / f"{split}-{kind}-idx{a.ndim}-ubyte.gz").write_bytes(gzip.compress(raw))
+
+
+def test_resume_never_mixes_two_runs(home):
+    tiny = ["run", "tiny.py", "--quiet", "--set", "name=mix", "--set", "steps=40"]
+    # 1. config.json deleted and lr changed: the checkpoint's fingerprint refuses it
+    run = home / "runs" / "mix"
+    assert _cli(home, *tiny).returncode == 0
+    (run / "config.json").unlink()
+    res = _cli(home, *tiny, "--set", "lr=0.1")
+    _one_line_error(res, "gossip.npz", "belongs to a different run", "lr")
+    # 2. a checkpoint renamed to another algorithm's file
+    (run / "checkpoints" / "gossip.npz").rename(run / "checkpoints" / "dsgd.npz")
+    res = _cli(home, *tiny, "--algorithms", "dsgd")
+    _one_line_error(res, "dsgd.npz", "algorithm")
+    # 3. the data under the same name changes between the halves of a run
+    _fake_idx(home / "data_a", 0)
+    _fake_idx(home / "data_b", 1)
+    cmd = ["run", "tiny.py", "--quiet", "--set", "name=data", "--set", "dataset=fashion_mnist",
+           "--set", "n_train=None", "--set", "n_test=None", "--set", "steps=20"]
+    assert _cli(home, *cmd, env={"ECL_JAX_DATA_DIR": str(home / "data_a")}).returncode == 0
+    res = _cli(home, *cmd, "--set", "steps=40", env={"ECL_JAX_DATA_DIR": str(home / "data_b")})
+    _one_line_error(res, "belongs to a different run", "data.")
+
+
+def test_second_process_on_a_run_folder_is_refused_and_a_stale_lock_is_taken_over(home):
+    assert _cli(home, "run", "tiny.py", "--quiet").returncode == 0
+    lock = home / "runs" / "tiny" / ".lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        lock.write_text(f"{sleeper.pid} {socket.gethostname()}\n")
+        res = _cli(home, "run", "tiny.py", "--quiet", "--set", "steps=30")
+        _one_line_error(res, "in use by process", str(sleeper.pid))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the holder is gone (killed): its lock is taken over and the run extends to 30 steps
+    res = _cli(home, "run", "tiny.py", "--quiet", "--set", "steps=30")
+    assert res.returncode == 0, res.stderr
+    assert not lock.exists()
+    final = json.loads((home / "runs" / "tiny" / "final.json").read_text())
+    assert final["gossip"]["step"] == 30
+
+
+def test_run_config_json_is_a_config(home):
+    assert _cli(home, "run", "tiny.py", "--quiet").returncode == 0
+    before = _snapshot(home)
+    res = _cli(home, "run", "runs/tiny/config.json", "--quiet")  # the same run: resumes, finished, rewrites nothing new
+    assert res.returncode == 0, res.stderr
+    assert "final test accuracy" in res.stdout
+    after = _snapshot(home)
+    changed = sorted(k for k in before if before[k] != after.get(k))
+    assert all(k.startswith("runs/tiny/") for k in changed), changed
