@@ -13,7 +13,7 @@ array, so one fused loop updates both). Why: the ECL dual exchange
 
 swaps the two directions of an edge, so in the directed layouts it reads every dual at
 its reverse position and cannot update in place. In this basis it is elementwise
-(ALGORITHMS.md, exchange; A = A_{a|b} = -A_{b|a}):
+(docs/algorithms.md#exchange; A = A_{a|b} = -A_{b|a}):
 
     u <- u + 2 theta A (w_b - w_a),      v <- (1 - 2 theta) v + 2 theta A (w_a + w_b)
 
@@ -134,7 +134,7 @@ def endpoints(topology: Topology, x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def exchange(topology: Topology, x: jax.Array, w: jax.Array, theta: float = 1.0) -> jax.Array:
     """The ECL dual exchange of every pair, elementwise in x [*pair_shape, 2, ...] (module
-    docstring; ALGORITHMS.md, exchange), with node values w [N, ...]:
+    docstring; docs/algorithms.md#dual-storage-per-undirected-edge), with node values w [N, ...]:
     u <- u + 2 theta A (w_b - w_a), v <- (1 - 2 theta) v + 2 theta A (w_a + w_b).
     All pairs are updated; masking is the caller's."""
     k = len(pair_shape(topology))

@@ -1,6 +1,6 @@
 """The training engine: T steps of any algorithm as one compiled ``lax.scan``.
 
-Data flow of one step (DESIGN.md):
+Data flow of one step (docs/design.md#engine-one-step):
 
     key_t = fold_in(key, t) -> edge mask [E], node mask [N], minibatch indices, dropout keys
     x [N, B, ...], y [N, B]  (gathered on device from the node-stacked data)

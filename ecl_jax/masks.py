@@ -1,4 +1,4 @@
-"""Asynchrony as per-step random activation masks (ALGORITHMS.md, "Asynchrony and schedules").
+"""Asynchrony as per-step random activation masks (docs/algorithms.md#asynchrony-and-masks).
 
 An *edge schedule* maps ``(key, step, topology)`` to a boolean mask [E] over the
 undirected edges: an active edge exchanges in both directions at that step, an

@@ -21,9 +21,9 @@ name                   model                                           parameter
 =====================  ==============================================  ============
 
 Initialisation follows the source code of each model (PyTorch conventions, see
-``papers.md`` §8): PyTorch's default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights
-and biases unless the code says otherwise; the KDD20 nets use ``kaiming_normal_``
-(``N(0, 2/fan_in)``) for their weights.
+``docs/reproduction_setups.md#kdd20-models`` / ``#icml21-models``): PyTorch's default
+``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights and biases unless the code says
+otherwise; the KDD20 nets use ``kaiming_normal_`` (``N(0, 2/fan_in)``) for their weights.
 
 Helpers (one node's *unstacked* params unless stated): :func:`get_model`,
 :func:`init_node_params` (stacked, leading node axis), :func:`classification_loss`
@@ -158,7 +158,7 @@ class MLP(nn.Module):
 
 
 class KDD20MnistCNN(nn.Module):
-    """KDD20 code's MNIST net (``eclsample/run_mnist.py``; papers.md §8).
+    """KDD20 code's MNIST net (``eclsample/run_mnist.py``; docs/reproduction_setups.md#kdd20-models).
 
     conv3x3(1->32, VALID) ReLU, conv3x3(32->64, VALID) ReLU, maxpool 2, Dropout2d(0.5)
     (channel dropout: one draw per (example, channel), broadcast over H, W), flatten,
@@ -185,7 +185,7 @@ class KDD20MnistCNN(nn.Module):
 
 
 class KDD20CifarCNN(nn.Module):
-    """KDD20 code's CIFAR-10 net (``eclsample/run_cifar10.py``; papers.md §8).
+    """KDD20 code's CIFAR-10 net (``eclsample/run_cifar10.py``; docs/reproduction_setups.md#kdd20-models).
 
     [conv3x3(3->32, pad 1)+GN(1 group)+ReLU, conv3x3(32->64, pad 1)+GN(2)+ReLU, maxpool 2,
     Dropout(0.25)] -> [conv3x3(64->64, pad 1)+GN(2)+ReLU x2, maxpool 2, Dropout(0.25)]
@@ -296,8 +296,8 @@ class ResNet32GN(nn.Module):
 
 
 class ICML21ResNet(nn.Module):
-    """The ICML21 code's "resnet32" (``model/resnet.py``, papers.md §8): really the
-    ImageNet ResNet-34 layout with GroupNorm and dropout.
+    """The ICML21 code's "resnet32" (``model/resnet.py``, docs/reproduction_setups.md#icml21-models):
+    really the ImageNet ResNet-34 layout with GroupNorm and dropout.
 
     conv7x7 stride 2 pad 3 (64, no bias) + GN + ReLU, maxpool 3x3 stride 2 pad 1,
     Dropout2d(drop_rate); BasicBlock stages [3, 4, 6, 3] with 64/128/256/512 channels

@@ -6,9 +6,10 @@ from ``seed``; every node gets at least one sample, otherwise a ``ValueError`` n
 the empty node and says what to change.
 
 - :func:`iid`: uniform random split into near-equal shards.
-- :func:`by_class_lists`: explicit classes per node (KDD 2020 sample code, papers.md §7).
+- :func:`by_class_lists`: explicit classes per node (KDD 2020 sample code,
+  docs/reproduction_setups.md#kdd20-data-split).
 - :func:`icml21_classes`: the ICML 2021 split (``trainer/trainers.py::split_load_datas``
-  of nttcslab/ecl-isvr, papers.md §7), reproduced exactly.
+  of nttcslab/ecl-isvr, docs/reproduction_setups.md#icml21-data-split), reproduced exactly.
 - :func:`k_classes_per_node`: k of C classes per node, all classes covered when N k >= C.
 - :func:`dirichlet`: per-class node shares ~ Dir(alpha) (Hsu, Qi & Brown 2019).
 - :func:`quantity_skew`: IID labels, node sizes ~ Dir(alpha) or a power law.
@@ -44,9 +45,11 @@ __all__ = [
     "node_data",
 ]
 
-#: KDD 2020 sample code (``run_mnist.py``), 3 nodes: MELCHIOR, BALTHASAR, CASPER (papers.md §7).
+#: KDD 2020 sample code (``run_mnist.py``), 3 nodes: MELCHIOR, BALTHASAR, CASPER
+#: (docs/reproduction_setups.md#kdd20-data-split).
 KDD20_MNIST_CLASSES: tuple[tuple[int, ...], ...] = ((6, 7, 8, 9), (3, 4, 5), (0, 1, 2))
-#: KDD 2020 sample code (``run_cifar10.py``), 3 nodes; classes 0-3 are shared by all (papers.md §7).
+#: KDD 2020 sample code (``run_cifar10.py``), 3 nodes; classes 0-3 are shared by all
+#: (docs/reproduction_setups.md#kdd20-data-split).
 KDD20_CIFAR10_CLASSES: tuple[tuple[int, ...], ...] = ((0, 1, 2, 3, 6, 9), (0, 1, 2, 3, 4, 7), (0, 1, 2, 3, 5, 8))
 
 
@@ -127,7 +130,8 @@ def by_class_lists(
     replace=False: the samples of a class held by several nodes are shuffled and split
     disjointly (near-equally) among its holders. replace=True: every holder gets all
     samples of its classes (overlapping shards), as the KDD sample code, which samples
-    each node's classes with replacement from the whole training set (papers.md §7).
+    each node's classes with replacement from the whole training set
+    (docs/reproduction_setups.md#kdd20-data-split).
     samples_per_node: draw this many indices from each node's pool, without replacement
     (with replacement if replace=True and the pool is smaller).
     """
@@ -183,7 +187,8 @@ def icml21_class_lists(
 ) -> list[list[int]]:
     """Classes per node of the ICML 2021 split: ``num_classes`` classes shuffled with
     ``np.random.RandomState(seed)``; node n takes ``classes_per_node`` consecutive
-    classes of the shuffled list from position (shift * n) mod C, wrapping (papers.md §7)."""
+    classes of the shuffled list from position (shift * n) mod C, wrapping
+    (docs/reproduction_setups.md#icml21-data-split)."""
     lists, _ = _icml21_plan(n_nodes, classes_per_node, num_classes, seed, shift, 0.2)
     return lists
 
@@ -235,8 +240,9 @@ def icml21_classes(
     RandomState, normalised; holder k (ascending node index) gets the k-th contiguous chunk
     of the class's samples in data-set order, of size floor(w_k * n_c), the last holder
     also the remainder. With the default arguments and 6,000 (Fashion-MNIST) / 5,000
-    (CIFAR-10) samples per class this gives exactly the per-node counts of papers.md §7
-    (e.g. node 4: 8,092 / 6,742). Classes held by no node are left out.
+    (CIFAR-10) samples per class this gives exactly the per-node counts of
+    docs/reproduction_setups.md#icml21-data-split (e.g. node 4: 8,092 / 6,742). Classes
+    held by no node are left out.
     """
     y = _labels(labels)
     if y.max() >= num_classes:

@@ -1,4 +1,4 @@
-"""Spread the node axis over devices with ``jax.sharding`` (DESIGN.md, "Scale").
+"""Spread the node axis over devices with ``jax.sharding`` (docs/design.md#sharding).
 
 Every node-stacked array (models [N, ...], optimiser state, per-edge state in the
 ``"shift"``/``"slots"`` layouts [N, D, ...], ECL's pair-stored duals in the shift layout

@@ -1,8 +1,8 @@
 """Communication graphs as static edge-list arrays.
 
 A :class:`Topology` holds an undirected connected graph G = (V, E) on N nodes in the
-form the vectorised algorithms need (ALGORITHMS.md, "Variables per node and per
-directed edge"):
+form the vectorised algorithms need (docs/algorithms.md#per-node-and-per-edge-variables;
+graph arrays: docs/design.md#topology):
 
 * ``edges`` [E, 2]: undirected edges (u, v) with u < v, sorted;
 * directed edges 0..2E-1 in CSR order (sorted by source, then destination) with
@@ -15,7 +15,7 @@ Per-edge state (duals z_{i|j}, received models) is stored in one of three *layou
 * ``"slots"``: shape [N, D, ...] with D the maximum degree; slot s of node i is its
   s-th neighbour in increasing order, padded slots are masked out. Aggregation over a
   node's edges is a dense sum over the slot axis and the exchange is one gather with a
-  precomputed reverse-slot permutation (DESIGN.md, "The graph").
+  precomputed reverse-slot permutation (docs/design.md#per-edge-layouts).
 * ``"edges"``: shape [2E, ...] in CSR order; aggregation is a sorted ``segment_sum``.
   Used for skewed degree distributions (a star), where padding would cost O(N^2).
 * ``"shift"``: shape [N, D, ...] like slots, for graphs that are invariant under

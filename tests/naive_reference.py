@@ -1,6 +1,6 @@
 """Naive NumPy ground truth for every ecl_jax algorithm: explicit loops over nodes and edges.
 
-Written from ALGORITHMS.md, reference/papers.md (and the official codes they describe),
+Written from docs/algorithms.md and docs/official_codes.md (and the official codes they describe),
 not from ecl_jax: the only thing taken from a ``Topology`` is its neighbour lists
 (:meth:`Topology.neighbors`). Everything runs in float64 on plain dicts:
 
@@ -10,7 +10,7 @@ not from ecl_jax: the only thing taken from a ``Topology`` is its neighbour list
 * an edge mask is indexed like the sorted list of undirected edges (u < v), a node mask
   by node.
 
-Semantics (ALGORITHMS.md "Asynchrony and schedules", ecl.py/baselines.py docstrings):
+Semantics (docs/algorithms.md#mask-semantics, ecl.py/baselines.py docstrings):
 an undirected edge exchanges only when it is active AND both end nodes are active; an
 inactive node keeps its whole state (model, optimiser state, duals, trackers).
 """
@@ -65,7 +65,7 @@ class Graph:
 
     @staticmethod
     def A(i: int, j: int) -> float:
-        """A_{i|j} = +I if i < j else -I (ALGORITHMS.md)."""
+        """A_{i|j} = +I if i < j else -I (docs/algorithms.md#consensus-problem)."""
         return 1.0 if i < j else -1.0
 
     def exchanging(self, edge_mask, node_mask) -> list[tuple[int, int]]:
@@ -116,7 +116,8 @@ class NaiveSGD:
 
 # ------------------------------------------------------------------------ ECL family
 class NaiveECL:
-    """Linearised PDMM / ADMM / ISVR, per node and per edge (ALGORITHMS.md, papers.md §4-5).
+    """Linearised PDMM / ADMM / ISVR, per node and per edge (docs/algorithms.md#linearised-pdmm-step,
+    #ecl-isvr).
 
     Primal (KDD20 Algorithm 1 line 5, with the code's per-edge coefficients):
         w_i <- (mu w_i - gcoef g_i + sum_j s eta_{i} A_{i|j} zbar_{i|j} + sum_j s rho_i w_j^recv)

@@ -1,5 +1,5 @@
 """Convergence to the centralised optimum on strongly convex problems with full gradients
-(ALGORITHMS.md "Facts that tests can rely on"; reference/papers.md section 2).
+(docs/algorithms.md#fixed-point-and-consensus, docs/algorithms.md#properties-the-tests-check).
 
 Every node holds different data, so the local optima differ and only a method that
 corrects for the heterogeneity reaches argmin_w sum_i f_i(w) with a constant step:

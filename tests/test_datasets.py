@@ -150,7 +150,7 @@ def test_fashion_mnist_from_debian_package(isolated):
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(len(labels), 784)
     assert np.array_equal(ds.y_test, labels)
     assert np.array_equal(np.round(ds.x_test.reshape(-1, 784) * 255).astype(np.uint8), images)
-    # the ICML 2021 split of the real labels: per-node counts of papers.md §7
+    # the ICML 2021 split of the real labels: per-node counts of docs/reproduction_setups.md#icml21-data-split
     parts = P.icml21_classes(ds.y_train)
     assert [len(p) for p in parts] == [7365, 7308, 7369, 7845, 8092, 7407, 7307, 7307]
 

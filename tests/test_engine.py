@@ -1,4 +1,5 @@
-"""The training engine (DESIGN.md "The data flow of one step", "Runs, results, resumption"):
+"""The training engine (docs/design.md#engine-one-step, #engine-chunks-and-the-loop,
+#run-folders-and-checkpoints):
 one compilation per run whatever T, bit-identical resumption from a saved carry,
 metrics with the documented shapes and values, and minibatches that never touch the
 padding rows of a node-stacked data set.

@@ -1,4 +1,4 @@
-"""Asynchrony semantics (ALGORITHMS.md, "Asynchrony and schedules"; masks.py):
+"""Asynchrony semantics (docs/algorithms.md#mask-semantics; masks.py):
 
 * an inactive node keeps its model, optimiser state, trackers and the state of every
   edge touching it, and its gradient is ignored;

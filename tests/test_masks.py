@@ -1,5 +1,5 @@
-"""Edge and node activation schedules (ALGORITHMS.md "Asynchrony and schedules";
-reference/papers.md section 6).
+"""Edge and node activation schedules (docs/algorithms.md#edge-schedules;
+docs/official_codes.md#kdd20-communication, #icml21-communication).
 
 Random schedules are checked statistically (empirical rate within a few standard
 errors of the nominal one); deterministic schedules against plain Python loops that

@@ -29,7 +29,8 @@ def _np_leaves(params):
 
 
 # --------------------------------------------------------------------------
-# Parameter counts (hand-computed layer by layer in the comments; papers.md §8)
+# Parameter counts (hand-computed layer by layer in the comments;
+# docs/reproduction_setups.md#kdd20-models, #icml21-models)
 # --------------------------------------------------------------------------
 
 # ResNet-32 (option A shortcuts), layer by layer: stem conv 3*16*9 + GN 2*16;

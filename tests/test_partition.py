@@ -1,5 +1,5 @@
 """Partitioners: disjointness, coverage, class restrictions, seeds, errors, and the ICML 2021
-split against the per-node counts of papers.md §7."""
+split against the per-node counts of docs/reproduction_setups.md#icml21-data-split."""
 
 import numpy as np
 import pytest
@@ -99,7 +99,8 @@ def test_class_lists_errors():
 
 
 # --------------------------------------------------------------------------- ICML 2021
-# papers.md §7: per-node training samples and missing classes, re-run of split_load_datas
+# docs/reproduction_setups.md#icml21-data-split: per-node training samples and missing classes,
+# re-run of split_load_datas
 ICML_CIFAR = [6136, 6091, 6139, 6537, 6742, 6172, 6090, 6093]
 ICML_FASHION = [7365, 7308, 7369, 7845, 8092, 7407, 7307, 7307]
 ICML_MISSING = [{0, 9}, {2, 6}, {1, 3}, {7, 8}, {4, 5}, {0, 9}, {2, 6}, {1, 3}]
@@ -123,7 +124,7 @@ def test_icml21_counts_match_papers_exactly(per_class, expected):
     table = P.count_table(y, parts, 10)
     for node, missing in enumerate(ICML_MISSING):
         assert set(np.flatnonzero(table[node] == 0)) == missing
-    # classes 4, 5, 7, 8 are held by 7 nodes, the others by 6 (papers.md §7)
+    # classes 4, 5, 7, 8 are held by 7 nodes, the others by 6 (docs/reproduction_setups.md#icml21-data-split)
     assert list((table > 0).sum(0)) == [6, 6, 6, 6, 7, 7, 6, 7, 7, 6]
     # weights U(0.8, 1): with h holders a share lies in [0.8/(0.8+h-1), 1/(1+0.8(h-1))]
     for c in range(10):

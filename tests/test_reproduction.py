@@ -2,7 +2,8 @@
 
 * Every experiment file runs end to end in its ``--smoke`` size through the command
   line and writes metrics.csv and the PNGs (issue item 3).
-* The ICML21 files carry the published setup (papers.md §7, §9.3) and numbers (§9.4).
+* The ICML21 files carry the published setup (docs/reproduction_setups.md#icml-2021) and
+  numbers (docs/reproduction_setups.md#icml21-published-numbers).
 * On the real Fashion-MNIST (Debian's ``dataset-fashion-mnist``), the ICML21 logistic
   multiplex-ring setting for 96 rounds keeps the published ordering: PDMM-ISVR and
   ADMM-ISVR at least 5 points above DSGD and within 3 points of the reference
@@ -65,8 +66,9 @@ def test_smoke_every_experiment(path, tmp_path, capsys):
 
 
 def test_icml21_configs_carry_published_setup():
-    """papers.md §7/§9.3: N = 8, K = 8, batch 100, lr 0.002, L2 0.01, split seed 11,
-    8 of 10 classes; figure lengths 8800 / 5584 rounds; the §9.4 finals as references."""
+    """docs/reproduction_setups.md#icml21-hyperparameters-and-length (split: #icml21-data-split):
+    N = 8, K = 8, batch 100, lr 0.002, L2 0.01, split seed 11, 8 of 10 classes; figure
+    lengths 8800 / 5584 rounds; the finals of #icml21-published-numbers as references."""
     published = {
         "fashion_logistic_ring.py": (0.6540, 0.8082, 0.8093, 0.8202, 8800),
         "fashion_logistic_random.py": (0.6543, 0.8045, 0.8054, 0.8167, 5584),
@@ -87,8 +89,9 @@ def test_icml21_configs_carry_published_setup():
 
 
 def test_kdd20_configs_carry_sample_code_setup():
-    """papers.md §4.2/§7/§9.2: 3 fully connected nodes, batch 100, mu 200, eta 1, rho 0.1,
-    gossip lr 0.05, class splits with replacement, round-robin every 6 / p = 1/6."""
+    """docs/reproduction_setups.md#kdd20-hyperparameters-and-length: 3 fully connected nodes,
+    batch 100, mu 200, eta 1, rho 0.1, gossip lr 0.05, class splits with replacement,
+    round-robin every 6 / p = 1/6."""
     for name, schedule in (("mnist_round_robin.py", "round_robin:interval=6"), ("mnist_random.py", "bernoulli:K=6"),
                            ("cifar_round_robin.py", "round_robin:interval=6"), ("cifar_random.py", "bernoulli:K=6")):
         c = load_config(str(ROOT / "experiments" / "kdd2020" / name))

@@ -1,5 +1,5 @@
-"""Symmetry and node-relabelling equivariance of every algorithm (ALGORITHMS.md, "Facts
-that tests can rely on").
+"""Symmetry and node-relabelling equivariance of every algorithm
+(docs/algorithms.md#properties-the-tests-check).
 
 * Identical data and initial models on a regular graph, every edge and node active: all
   nodes stay identical at every step. Gossip (D-PSGD), gradient tracking, local and
@@ -8,8 +8,8 @@ that tests can rely on").
   gossip) combine the fresh local step with the neighbours' *previous* models (the swap
   follows the combination), so they equal a lone model at a smaller step:
   lr/(|N|+1) for DSGD (w <- (w - lr g + |N| w)/(|N|+1)) and lr/2^|N| for pairwise gossip.
-  ALGORITHMS.md's "for gossip and DSGD they also equal one model trained alone" holds
-  for D-PSGD only.
+  Equality with one model trained alone at the same lr holds for D-PSGD only
+  (docs/algorithms.md#dsgd).
 * Relabel the nodes (the permuted graph built with ``from_edges``), permute data, initial
   models and masks: the trajectory is permuted. Models are equal; duals are equal up to
   the sign A'_{pi|pj} A_{i|j} of the relabelled edge (z starts at 0, so flipping A maps
@@ -100,7 +100,7 @@ def test_identical_nodes_stay_identical(case, topo_name):
                 np.testing.assert_allclose(traj[t]["params"][k][0], alone[t][k], rtol=1e-5, atol=1e-6,
                                            err_msg=f"{case}: differs from lone SGD at step {t + 1}")
     else:
-        # The dual terms change the dynamics of ECL (ALGORITHMS.md).
+        # The dual terms change the dynamics of ECL (docs/algorithms.md#properties-the-tests-check).
         assert gap > 1e-3, f"{case} unexpectedly equals lone SGD (gap {gap:g})"
 
 

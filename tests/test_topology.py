@@ -2,8 +2,8 @@
 
 Ground truth is written independently of ``ecl_jax.topology``: edge sets are built here
 by hand (or by networkx) and every derived array (CSR order, reverse, sign, slots) is
-checked against its definition (ALGORITHMS.md "Variables per node and per directed
-edge", DESIGN.md "The graph").
+checked against its definition (docs/algorithms.md#per-node-and-per-edge-variables,
+docs/design.md#topology).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Classical decentralised baselines (ALGORITHMS.md, "Baselines").
+"""Classical decentralised baselines (docs/algorithms.md#baselines).
 
 Every baseline takes an optax ``GradientTransformation`` as the local optimiser
 (``optimizer``; default plain SGD with ``lr``), vmapped over the node axis.

@@ -1,6 +1,6 @@
 """Edge-consensus learning: linearised PDMM / ADMM and ECL-ISVR on node-stacked pytrees.
 
-One core (ALGORITHMS.md, "Linearised PDMM step"): for node i, with mu = 1/lr,
+One core (docs/algorithms.md#linearised-pdmm-step): for node i, with mu = 1/lr,
 
     w_i <- ( mu w_i - gcoef_i g_i + s eta_i sum_j A_{i|j} zbar_{i|j} + s rho_i sum_j w_j^recv )
            / ( mu + s |N(i)| (eta_i + rho_i) )                                   (primal)
@@ -27,7 +27,7 @@ The variants differ only in static settings:
   constant; rho does not (KDD20 code, ``PdmmSGD.update``: eta = mu * eta_rate, rho fixed).
 
 Node-dependent eta_i moves the fixed point to argmin sum_i f_i/eta_i on irregular
-graphs; on regular graphs it is argmin sum_i f_i (ALGORITHMS.md).
+graphs; on regular graphs it is argmin sum_i f_i (docs/algorithms.md#fixed-point-and-consensus).
 """
 
 from __future__ import annotations
@@ -86,8 +86,9 @@ class ECLState(NamedTuple):
     count: jax.Array
 
     def directed(self, topology: Topology) -> "ECLState":
-        """This state with ``duals`` as z_{i|j} in ``topology``'s edge layout ([*topology.edge_state_shape, ...]; ``topology.to_directed`` then
-        gives canonical (src, dst) order), the form of ALGORITHMS.md."""
+        """This state with ``duals`` as z_{i|j} in ``topology``'s edge layout
+        ([*topology.edge_state_shape, ...]; ``topology.to_directed`` then gives canonical
+        (src, dst) order), the form of docs/algorithms.md#per-node-and-per-edge-variables."""
         lead = topology.edge_state_shape
         z = ep.tree_to_layout(topology, self.duals)
         return self._replace(duals=jax.tree_util.tree_map(lambda a, w: a.reshape(lead + w.shape[1:]), z, self.params))

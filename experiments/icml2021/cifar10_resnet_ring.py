@@ -1,11 +1,12 @@
 """ICML 2021, the GroupNorm residual network on CIFAR-10, multiplex ring (N1), N = 8, K = 8.
 
-Setup of the official ECL-ISVR code (papers.md §7, §8, §9.3): the ICML21 split (8 of
-10 classes per node, seed 11), the code's "ResNet-32" (``icml21_resnet``: a
-ResNet-34 layout with a 7x7 stem, GroupNorm of 32 channels per group, dropout
-0.1 / 0.5, 21.3 M parameters; ``--set model=resnet32_gn`` for He et al.'s 0.46 M CIFAR
-ResNet-32), batch 100, lr 0.002, L2 0.01, exchange ``slots:K=8`` (ICML code), all nodes
-from one model, 8800 rounds as in the README figure.
+Setup of the official ECL-ISVR code (docs/reproduction_setups.md#icml21-data-split,
+#icml21-models, #icml21-hyperparameters-and-length): the ICML21 split (8 of 10 classes
+per node, seed 11), the code's "ResNet-32" (``icml21_resnet``: a ResNet-34 layout with
+a 7x7 stem, GroupNorm of 32 channels per group, dropout 0.1 / 0.5, 21.3 M parameters;
+``--set model=resnet32_gn`` for He et al.'s 0.46 M CIFAR ResNet-32), batch 100, lr
+0.002, L2 0.01, exchange ``slots:K=8`` (ICML code), all nodes from one model, 8800
+rounds as in the README figure.
 
     ecl-jax run experiments/icml2021/cifar10_resnet_ring.py
 

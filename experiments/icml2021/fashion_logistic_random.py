@@ -1,6 +1,7 @@
 """ICML 2021, logistic regression on Fashion-MNIST, random graph (N2), N = 8, K = 8.
 
-Setup of the official ECL-ISVR code (papers.md §7, §9.3): the random graph with 10 edges
+Setup of the official ECL-ISVR code (docs/reproduction_setups.md#icml21-data-split,
+#icml21-hyperparameters-and-length): the random graph with 10 edges
 (0-1, 0-4, 0-6, 0-7, 1-6, 2-4, 2-5, 3-6, 3-7, 4-5); the ICML21 split (8 of 10 classes per node, U(0.8, 1) class
 shares, data_init_seed 11); a single Linear(784 -> 10) (7,850 parameters); batch 100,
 lr 0.002, L2 0.01 on every node's loss; all nodes start from one model.
@@ -20,7 +21,8 @@ rho 0.1 split over the edges); the ICML paper's values for them are not publishe
     ecl-jax run experiments/icml2021/fashion_logistic_random.py
 
 Needs Fashion-MNIST (Debian/Ubuntu: ``apt-get install dataset-fashion-mnist``).
-Published finals (README SVGs, papers.md §9.4) are drawn as dashed lines.
+Published finals (README SVGs, docs/reproduction_setups.md#icml21-published-numbers) are
+drawn as dashed lines.
 """
 
 import dataclasses

@@ -1,6 +1,7 @@
 """KDD 2020 sample code, CIFAR-10: 3 fully connected nodes, round-robin exchange every 6 updates.
 
-The official ``edge-consensus-learning`` CIFAR-10 sample (papers.md §4.2, §6, §7, §9.2):
+The official ``edge-consensus-learning`` CIFAR-10 sample (docs/official_codes.md#kdd-2020-code;
+docs/reproduction_setups.md#kdd-2020-sample-code):
 every node holds classes {0,1,2,3} plus {6,9}, {4,7} or {5,8}, sampled with replacement
 (shared classes: every holder samples all their images); the KDD20 GroupNorm CNN
 (2,196,490 parameters); batch 100; PDMM-SGD / ADMM-SGD with mu = 200 (lr 0.005),

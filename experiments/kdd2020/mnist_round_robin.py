@@ -1,6 +1,7 @@
 """KDD 2020 sample code, MNIST: 3 fully connected nodes, round-robin exchange every 6 updates.
 
-The official ``edge-consensus-learning`` MNIST sample (papers.md §4.2, §6, §7, §9.2):
+The official ``edge-consensus-learning`` MNIST sample (docs/official_codes.md#kdd-2020-code;
+docs/reproduction_setups.md#kdd-2020-sample-code):
 node classes {6,7,8,9}, {3,4,5}, {0,1,2} sampled with replacement; the KDD20 MNIST CNN
 (1,199,882 parameters); batch 100; PDMM-SGD / ADMM-SGD with mu = 200 (lr 0.005),
 eta = 1, rho = 0.1 and the code's options (eta and rho scaled per leaf by sqrt(fan_in)
