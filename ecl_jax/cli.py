@@ -11,19 +11,57 @@ import sys
 __all__ = ["main"]
 
 
+# Fields that do not name a different run: where it goes, its step budget (a finished run
+# is extended by asking for more steps) and plot settings.
+_NOT_IN_NAME = ("name", "out_dir", "steps", "published", "description", "x_axis", "checkpoint_every")
+
+
+def run_name(base: str, overrides: list[str]) -> str:
+    """The run folder name for ``base`` (the config's name) and the user's ``--set`` items.
+
+    Each override that changes the trajectory is appended as ``key-value`` so that two
+    commands with different settings never share (or rewrite) one folder, e.g.
+    ``default`` + ``n_nodes=32``, ``topology=torus`` -> ``default__n_nodes-32_topology-torus``.
+    Long names are shortened with a hash of the full list.
+    """
+    import hashlib
+    import re
+
+    parts = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key in _NOT_IN_NAME:
+            continue
+        value = re.sub(r"[^A-Za-z0-9.+-]+", "-", value.strip().replace(",", "+")).strip("-") or "none"
+        parts.append(f"{key}-{value}")
+    if not parts:
+        return base
+    name = f"{base}__{'_'.join(parts)}"
+    if len(name) > 80:
+        digest = hashlib.blake2b("\n".join(overrides).encode(), digest_size=4).hexdigest()
+        name = f"{name[:60].rstrip('_-.')}_{digest}"
+    return name
+
+
 def _run(args) -> int:
-    from ecl_jax.config import apply_overrides, load_config
+    from ecl_jax.config import ConfigError, apply_overrides, load_config
     from ecl_jax.runner import run_experiment, summarize
 
     config = load_config(args.config)
-    overrides = list(args.set or [])
-    if args.algorithms:
-        overrides.append(f"algorithms={args.algorithms}")
+    user = list(args.set or [])
+    if args.algorithms is not None:
+        if not args.algorithms.strip(",").strip():
+            raise ConfigError("--algorithms is empty; give a comma-separated list, e.g. ecl-pdmm,gossip")
+        user.append(f"algorithms={args.algorithms}")
+    overrides = list(user)
+    base = config.name if args.config else "builtin"
     if args.smoke:
-        smoke = getattr(_experiment_module(args.config), "SMOKE", None) if args.config else None
+        smoke = getattr(_experiment_module(args.config), "SMOKE", None) if args.config and args.config.endswith(".py") else None
         overrides = list(smoke or ["steps=60", "eval_every=20", "n_train=1000", "n_test=200"]) + overrides
-        if not any(o.startswith("name=") for o in overrides):
-            overrides.append(f"name={config.name}_smoke")
+        base = f"{base}_smoke"
+    if not any(o.split("=", 1)[0].strip() == "name" for o in user):
+        overrides.append(f"name={run_name(base, user)}")
     config = apply_overrides(config, overrides)
     result = run_experiment(config, quiet=args.quiet, fresh=args.fresh)
     summary = summarize(result.final)
@@ -51,8 +89,13 @@ def _experiment_module(path):
 def _compare(args) -> int:
     from ecl_jax.plotting import compare_runs
 
-    for p in compare_runs(args.run_dirs, args.out):
-        print(f"plot: {p}")
+    # nothing to compare, not a run folder, partial metrics.csv, bad --out: UserError, exit 2 in main
+    written = compare_runs(args.run_dirs, args.out)
+    for p in written:
+        if p.name == "compare.md":
+            print(p.read_text(encoding="utf-8"))
+    for p in written:
+        print(f"{'plot' if p.suffix == '.png' else 'table'}: {p}")
     return 0
 
 
@@ -75,20 +118,26 @@ def _bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ecl-jax", description="Edge-consensus learning experiments in JAX.")
+    p = argparse.ArgumentParser(prog="ecl-jax", description="Edge-consensus learning experiments in JAX. "
+                                "Errors you can fix are one line (exit 2); add --debug anywhere for the traceback.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run an experiment config (default: the embedded MNIST demo)")
     r.add_argument("config", nargs="?", default=None, help="experiment file defining CONFIG (default: built-in)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable); "
-                   "per-algorithm options as ALGO.OPTION=VALUE, e.g. ecl-pdmm.eta=2")
+                   "per-algorithm options as ALGO.OPTION=VALUE, e.g. ecl-pdmm.eta=2; the run folder's name "
+                   "records the overrides (runs/<config>__<key>-<value>...) unless you give name=...")
     r.add_argument("--algorithms", help="comma-separated algorithms, e.g. ecl-pdmm,ecl-admm,gossip,centralized")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
-    r.add_argument("--fresh", action="store_true", help="discard an existing run folder instead of resuming")
+    r.add_argument("--fresh", action="store_true", help="empty this run's folder (only one that ecl_jax made) "
+                   "and start over, after the new config and its data have been checked")
     r.add_argument("--smoke", action="store_true", help="tiny version of the experiment (seconds)")
     r.set_defaults(func=_run)
     c = sub.add_parser("compare", help="overlay finished runs")
-    c.add_argument("run_dirs", nargs="+")
-    c.add_argument("--out", default="runs/compare")
+    c.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
+                   help="run folders from `ecl-jax run` (each with config.json and metrics.csv)")
+    c.add_argument("--out", default="runs/compare",
+                   help="folder for the figures and compare.csv/.md/.json (default: runs/compare); "
+                        "never a run folder")
     c.set_defaults(func=_compare)
     b = sub.add_parser("bench", help="benchmarks (see experiments/bench.py --help)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
@@ -96,22 +145,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ecl_jax.config import ConfigError
+def _user_error_message(err: BaseException) -> str | None:
+    """The one-line message for an error a user can cause, or None for a bug."""
+    from ecl_jax.datasets import DatasetNotFoundError
+    from ecl_jax.errors import UserError
+    from ecl_jax.run_folder import describe_os_error
     from ecl_jax.runner import DivergenceError
+    from ecl_jax.topology import TopologyError
 
+    if isinstance(err, (UserError, DivergenceError, TopologyError, DatasetNotFoundError)):
+        return str(err)
+    if isinstance(err, OSError):
+        return describe_os_error(err) or str(err)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # everything after "bench" belongs to the benchmark's own parser
         return _bench(argparse.Namespace(rest=argv[1:]))
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DivergenceError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    except Exception as err:
+        msg = _user_error_message(err)
+        if msg is None or debug:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        print("(run with --debug for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
