@@ -177,14 +177,15 @@ def _check_choices(c: "RunConfig") -> None:
         if v != defaults[field] and c.partition not in users:
             raise ConfigError(
                 f"{field}={v!r} has no effect with partition={c.partition!r}; it is read by partition "
-                f"{' / '.join(users)}. Drop it or choose one of those partitions"
+                f"{' / '.join(users)}. Reset it (--set {field}={_cli_value(defaults[field])}) or choose one of "
+                "those partitions"
             )
     for field, users in _TOPOLOGY_FIELDS.items():
         v = getattr(c, field)
         if v != defaults[field] and c.topology not in users:
             raise ConfigError(
                 f"{field}={v!r} has no effect with topology={c.topology!r}; it is read by topology "
-                f"{' / '.join(users)}. Drop it or choose that topology"
+                f"{' / '.join(users)}. Reset it (--set {field}={_cli_value(defaults[field])}) or choose that topology"
             )
     if c.partition == "classes" and c.class_lists is None:
         raise ConfigError("partition='classes' needs class_lists, e.g. [[6,7,8,9],[3,4,5],[0,1,2]]")
@@ -203,6 +204,10 @@ def _check_choices(c: "RunConfig") -> None:
             f"edge_schedule {c.edge_schedule!r}: {err}. Examples: always, bernoulli:K=8, bernoulli:p=0.2, "
             "slots:K=8, round_robin:interval=6, and ',fail=0.1' for link failures"
         ) from None
+
+
+def _cli_value(v) -> str:
+    return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def _check_algorithms(c: "RunConfig") -> None:

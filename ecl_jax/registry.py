@@ -142,19 +142,17 @@ def _closest(word: str, choices) -> str:
 
 
 def check_options(config) -> None:
-    """Every ``options[ALGO][OPTION]`` names an algorithm of this run and an option it takes.
+    """Every ``options[ALGO][OPTION]`` names a known algorithm and an option it takes.
 
-    Raises ConfigError naming the algorithm/option and listing what is valid.
+    Options of an algorithm that the run does not include are allowed in a config (an
+    experiment file keeps the options of all its algorithms, a run may pick a few);
+    :func:`ecl_jax.config.apply_overrides` refuses them on the command line. Raises
+    ConfigError naming the algorithm/option and listing what is valid.
     """
     for algo, opts in config.options.items():
         if algo not in ALGORITHMS:
             raise ConfigError(
                 f"options for unknown algorithm {algo!r}{_closest(algo, ALGORITHMS)}; valid: {', '.join(ALGORITHMS)}"
-            )
-        if algo not in config.algorithms:
-            raise ConfigError(
-                f"options given for {algo!r}, which is not in this run's algorithms {list(config.algorithms)}; "
-                f"add it with --algorithms or drop the {algo}.* settings"
             )
         valid = ALGORITHMS[algo].options
         for k, v in opts.items():

@@ -137,8 +137,8 @@ def test_icml21_fashion_logistic_ordering(tmp_path):
 
 def _claims_run(tmp_path, partition: str, algorithms: tuple[str, ...]) -> dict[str, float]:
     config = RunConfig(
-        name=f"claims_{partition}", dataset="mnist5k", model="logistic", partition=partition, partition_k=2,
-        topology="ring", n_nodes=8, edge_schedule="bernoulli:K=4", K=4, algorithms=algorithms,
+        name=f"claims_{partition}", dataset="mnist5k", model="logistic", partition=partition,
+        partition_k=2 if partition == "k_classes" else None, topology="ring", n_nodes=8, edge_schedule="bernoulli:K=4", K=4, algorithms=algorithms,
         lr=0.1, eta=2.0, batch_size=32, steps=600, eval_every=600, out_dir=str(tmp_path),
     )
     final = summarize(run_experiment(config, quiet=True).final)
