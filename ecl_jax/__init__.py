@@ -22,3 +22,12 @@ from ecl_jax.engine import Carry, Engine, NodeData, consensus_distance, mean_par
 from ecl_jax.topology import Topology, TopologyError
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "algorithms", "graph_ops", "masks", "topology",
+    "Algorithm", "centralized", "dsgd", "ecl", "ecl_admm", "ecl_isvr", "ecl_pdmm", "gossip",
+    "gradient_tracking", "local_sgd", "pairwise_gossip",
+    "Carry", "Engine", "NodeData", "consensus_distance", "mean_params", "stack_node_data",
+    "Topology", "TopologyError",
+    "__version__",
+]

@@ -40,7 +40,6 @@ import math
 from typing import Any, Literal
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax.errors import UserError
@@ -537,8 +536,6 @@ def from_adjacency(adjacency, *, name: str = "adjacency", layout: str = "auto") 
 def from_networkx(graph, *, name: str | None = None, layout: str = "auto") -> Topology:
     """Build a topology from an undirected ``networkx`` graph (nodes relabelled 0..N-1
     in ``graph.nodes`` order)."""
-    import networkx as nx
-
     if graph.is_directed():
         raise TopologyError("networkx graph is directed; ECL needs an undirected graph")
     _check_size(f"from_networkx({name or 'graph'!r})", graph.number_of_nodes(), 2 * graph.number_of_edges())

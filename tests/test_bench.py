@@ -24,7 +24,7 @@ def _worker(cfg: dict) -> dict:
         [sys.executable, "-m", "experiments.bench", "--worker", json.dumps(cfg)],
         cwd=REPO, capture_output=True, text=True, timeout=240,
     )
-    lines = [l for l in proc.stdout.splitlines() if l.startswith(TAG)]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(TAG)]
     assert proc.returncode == 0 and lines, f"worker failed:\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1][len(TAG):])
 

@@ -52,7 +52,7 @@ def test_mnist5k_matches_independent_csv_parse_and_split_seed():
     assert len(ds.y_train) == 4500 and len(ds.y_test) == 500
     x = np.round(np.concatenate([ds.x_train, ds.x_test]).reshape(5000, 784) * 255).astype(np.uint8)
     yy = np.concatenate([ds.y_train, ds.y_test])
-    assert sorted(bytes([int(l)]) + r.tobytes() for r, l in zip(x, yy)) == rows  # same (label, image) multiset
+    assert sorted(bytes([int(lab)]) + r.tobytes() for r, lab in zip(x, yy)) == rows  # same (label, image) multiset
     again = D.load_mnist5k.__wrapped__(n_test=500, seed=3)  # bypass the lru_cache
     other = D.load_mnist5k.__wrapped__(n_test=500, seed=4)
     assert np.array_equal(again.x_test, ds.x_test)
@@ -263,8 +263,8 @@ def _same_examples(x, y, truth):
     """Same (image, label) pairs up to order (TFDS shuffles on write)."""
     tx, ty = truth
     assert len(x) == len(tx)
-    got = sorted((int(l), np.round(img * 255).astype(np.uint8).tobytes()) for img, l in zip(x, y))
-    exp = sorted((int(l), img.tobytes()) for img, l in zip(tx, ty))
+    got = sorted((int(lab), np.round(img * 255).astype(np.uint8).tobytes()) for img, lab in zip(x, y))
+    exp = sorted((int(lab), img.tobytes()) for img, lab in zip(tx, ty))
     assert got == exp
 
 
