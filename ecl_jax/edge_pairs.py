@@ -36,7 +36,7 @@ naive references and :meth:`Topology.to_directed` use.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -18,8 +18,6 @@ from a saved :class:`Carry` is bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from typing import Any, Callable, NamedTuple
 
 import chex
