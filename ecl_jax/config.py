@@ -181,21 +181,15 @@ def _check_choices(c: "RunConfig") -> None:
     if str(c.model).lower().replace("-", "_") not in {m.replace("-", "_") for m in models.MODEL_NAMES}:
         raise ConfigError(f"unknown model {c.model!r}; valid: {', '.join(models.MODEL_NAMES)}")
     defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
-    for field, users in _PARTITION_FIELDS.items():
-        v = getattr(c, field)
-        if v != defaults[field] and c.partition not in users:
-            raise ConfigError(
-                f"{field}={v!r} has no effect with partition={c.partition!r}; it is read by partition "
-                f"{' / '.join(users)}. Reset it (--set {field}={_cli_value(defaults[field])}) or choose one of "
-                "those partitions"
-            )
-    for field, users in _TOPOLOGY_FIELDS.items():
-        v = getattr(c, field)
-        if v != defaults[field] and c.topology not in users:
-            raise ConfigError(
-                f"{field}={v!r} has no effect with topology={c.topology!r}; it is read by topology "
-                f"{' / '.join(users)}. Reset it (--set {field}={_cli_value(defaults[field])}) or choose that topology"
-            )
+    for kind, table in (("partition", _PARTITION_FIELDS), ("topology", _TOPOLOGY_FIELDS)):
+        for field, users in table.items():
+            v, choice = getattr(c, field), getattr(c, kind)
+            if v != defaults[field] and choice not in users:
+                raise ConfigError(
+                    f"{field}={v!r} has no effect with {kind}={choice!r}; it is read by {kind} "
+                    f"{' / '.join(users)}. Reset it (--set {field}={_cli_value(defaults[field])}) or choose "
+                    f"{'one of those' if len(users) > 1 else 'that'} {kind}"
+                )
     if c.partition == "classes" and c.class_lists is None:
         raise ConfigError("partition='classes' needs class_lists, e.g. [[6,7,8,9],[3,4,5],[0,1,2]]")
     if c.class_lists is not None:
