@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ecl_jax.algorithms.base import Algorithm
+from ecl_jax.algorithms.base import Algorithm, constant_dtype
 from ecl_jax.errors import DataError
 from ecl_jax.masks import AllNodes, AlwaysEdges
 from ecl_jax.topology import Topology
@@ -301,8 +301,13 @@ class Engine:
         return carry, stacked
 
     # ------------------------------------------------------------ internals
-    def sample_batch(self, data: NodeData, key: jax.Array):
-        """Per-node minibatch (x [N, B, ...], y [N, B, ...], weights [N, B])."""
+    def sample_batch(self, data: NodeData, key: jax.Array, dtype: Any = jnp.float32):
+        """Per-node minibatch (x [N, B, ...], y [N, B, ...], weights [N, B]).
+
+        The weights (1/m_i on node i's valid rows with ``batch_size=None``, else 1/B) are
+        computed in ``dtype``; a step passes the params' constant dtype (float64 in a
+        float64 run, see :func:`~ecl_jax.algorithms.base.constant_dtype`).
+        """
         n, m = data.x.shape[:2]
         if self.batch_size is None:
             valid = jnp.arange(m)[None, :] < data.count[:, None]
@@ -310,15 +315,17 @@ class Engine:
             # on padding cannot turn the gradient into NaN (0 * inf).
             rows = jnp.where(valid, jnp.arange(m)[None, :], 0)
             take = jax.vmap(lambda a, i: a[i])
-            w = valid.astype(jnp.float32) / data.count[:, None].astype(jnp.float32)
+            w = valid.astype(dtype) / data.count[:, None].astype(dtype)
             return take(data.x, rows), take(data.y, rows), w
         u = jax.random.uniform(key, (n, self.batch_size))
         idx = jnp.minimum((u * data.count[:, None]).astype(jnp.int32), data.count[:, None] - 1)
         take = jax.vmap(lambda a, i: a[i])
-        w = jnp.full((n, self.batch_size), 1.0 / self.batch_size, jnp.float32)
+        w = jnp.full((n, self.batch_size), 1.0 / self.batch_size, dtype)
         return take(data.x, idx), take(data.y, idx), w
 
     def _node_loss(self, params, x, y, w, rng):
+        # w comes in the params' constant dtype; the cast only matters for losses of another
+        # dtype (mixed_precision's float32 losses of float64 params, say).
         losses = self.loss_fn(params, x, y, rng)
         return jnp.sum(losses * w.astype(losses.dtype))
 
@@ -328,12 +335,18 @@ class Engine:
         k_edge, k_node, k_batch, k_drop = jax.random.split(k, 4)
         edge_active = self.edge_schedule(k_edge, carry.step, topo)
         node_active = self.node_schedule(k_node, carry.step, topo.n_nodes)
-        x, y, w = self.sample_batch(data, k_batch)
         params = self.algorithm.node_params(carry.state)
+        x, y, w = self.sample_batch(data, k_batch, self._weight_dtype(params))
         rngs = jax.random.split(k_drop, topo.n_nodes)
         grads = self._node_gradients(params, x, y, w, rngs)
         state = self.algorithm.step(carry.state, grads, topo, edge_active, node_active)
         return Carry(state, carry.step + 1, carry.key)
+
+    @staticmethod
+    def _weight_dtype(params) -> Any:
+        """Dtype of the loss weights: the params' constant dtype (the widest over the leaves)."""
+        leaves = jax.tree_util.tree_leaves(params)
+        return constant_dtype(jnp.result_type(*leaves)) if leaves else jnp.dtype(jnp.float32)
 
     def metrics(self, carry: Carry, data: NodeData, eval_data=None) -> dict:
         """Metrics of the current models (see module docstring)."""

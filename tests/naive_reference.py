@@ -536,9 +536,11 @@ def random_masks(topology, steps: int, seed: int, p_edge: float = 0.5, p_node: f
     )
 
 
-def jax_view(algorithm, state, topology) -> dict:
+def jax_view(algorithm, state, topology, directed=None) -> dict:
     """Named parts of an ecl_jax state as float64 NumPy dicts; per-edge parts in canonical
-    (src, dst) order via ``topology.to_directed``."""
+    (src, dst) order via ``topology.to_directed``. ``directed``: the function that turns an
+    ECL state's pair-stored duals into the edge layout (default ``state.directed``; pass a
+    jitted one to view long trajectories fast)."""
     def nodes(tree):
         return {k: np.asarray(v, np.float64) for k, v in tree.items()}
 
@@ -546,7 +548,7 @@ def jax_view(algorithm, state, topology) -> dict:
         return {k: np.asarray(topology.to_directed(v), np.float64) for k, v in tree.items()}
 
     if hasattr(state, "directed"):  # ECL stores its duals per undirected edge
-        state = state.directed(topology)
+        state = state.directed(topology) if directed is None else directed(state)
     out = {"params": nodes(algorithm.node_params(state))}
     for field, kind in (
         ("duals", edges),
@@ -585,15 +587,17 @@ def jitted_step(algorithm, topology):
     return jax.jit(lambda s, g, e, n: algorithm.step(s, g, topology, e, n))
 
 
-def run_jax(algorithm, topology, problem: Problem, edge_masks, node_masks, step_fn=None, callback=None):
-    """Drive ``algorithm`` with float32 gradients computed in NumPy at its own params."""
+def run_jax(algorithm, topology, problem: Problem, edge_masks, node_masks, step_fn=None, callback=None,
+            dtype=np.float32):
+    """Drive ``algorithm`` with gradients computed in NumPy at its own params, models and
+    gradients in ``dtype`` (float32; float64 needs ``jax_enable_x64``)."""
     import jax.numpy as jnp
 
     step_fn = step_fn or jitted_step(algorithm, topology)
-    state = algorithm.init({k: jnp.asarray(v, jnp.float32) for k, v in problem.w0.items()}, topology)
+    state = algorithm.init({k: jnp.asarray(v, dtype) for k, v in problem.w0.items()}, topology)
     for t in range(len(edge_masks)):
         params = {k: np.asarray(v) for k, v in algorithm.node_params(state).items()}
-        grads = {k: jnp.asarray(v, jnp.float32) for k, v in problem.grads(params).items()}
+        grads = {k: jnp.asarray(v, dtype) for k, v in problem.grads(params).items()}
         state = step_fn(state, grads, jnp.asarray(edge_masks[t]), jnp.asarray(node_masks[t]))
         if callback is not None:
             callback(t, state)

@@ -15,6 +15,9 @@ corrects for the heterogeneity reaches argmin_w sum_i f_i(w) with a constant ste
 * l2-regularised logistic regression: PDMM/ADMM reach the optimum computed by Newton's
   method in NumPy.
 
+Float64 runs with constants float32 cannot represent (lr = 0.1, eta = 0.3, eta/|N(i)|,
+MH weights 1/3 and 1/5, unequal 1/m_i) are in tests/test_float64.py.
+
 Ground truth is NumPy (np.linalg.lstsq / Newton in float64), never ecl_jax.
 """
 

@@ -25,7 +25,7 @@ from ecl_jax.topology import Topology
 Params = Any
 State = Any
 
-__all__ = ["Algorithm", "keep_inactive", "materialized", "check_node_stacked", "check_masks"]
+__all__ = ["Algorithm", "keep_inactive", "materialized", "check_node_stacked", "check_masks", "constant_dtype"]
 
 
 class Algorithm(NamedTuple):
@@ -44,6 +44,20 @@ class Algorithm(NamedTuple):
     step: Callable[..., State]
     node_params: Callable[[State], Params]
     config: Any = None
+
+
+def constant_dtype(dtype: Any) -> jnp.dtype:
+    """The dtype the step constants of a leaf of ``dtype`` are computed in (lr, eta_i,
+    mixing and loss weights): the params' own dtype, at least float32.
+
+    Float64 params get float64 constants (a float64 run is float64 end to end), float32
+    params float32 ones; bfloat16/float16 params get float32 constants, rounded once to
+    the leaf's dtype where they meet it. A non-float dtype gives float32.
+    """
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return jnp.dtype(jnp.float32)
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def keep_inactive(new: Any, old: Any, node_active: jax.Array) -> Any:

@@ -34,7 +34,14 @@ import numpy as np
 import optax
 
 from ecl_jax import graph_ops as gops
-from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, keep_inactive, materialized
+from ecl_jax.algorithms.base import (
+    Algorithm,
+    check_masks,
+    check_node_stacked,
+    constant_dtype,
+    keep_inactive,
+    materialized,
+)
 from ecl_jax.topology import Topology
 
 __all__ = [
@@ -128,23 +135,38 @@ def _init_opt(tx, params):
     return jax.vmap(tx.init)(params)
 
 
-def metropolis_hastings(topology: Topology, active: jax.Array) -> jax.Array:
-    """Layout-shaped MH weights W_ij = 1/(1 + max(d_i, d_j)) on active directed edges, 0 elsewhere."""
-    deg = jnp.asarray(topology.degree, jnp.float32)
+def metropolis_hastings(topology: Topology, active: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+    """Layout-shaped MH weights W_ij = 1/(1 + max(d_i, d_j)) on active directed edges, 0
+    elsewhere, computed in ``dtype`` (the algorithms pass the params' constant dtype)."""
+    deg = jnp.asarray(topology.degree, dtype)
     d_src = gops.broadcast_to_edges(topology, deg)
     d_dst = gops.neighbor_values(topology, deg)
     return jnp.where(active, 1.0 / (1.0 + jnp.maximum(d_src, d_dst)), 0.0)
 
 
+def _mh_weights(topology: Topology, active: jax.Array):
+    """``dtype -> (W, row sums of W)``: the MH weights over the ``active`` directed edges
+    (layout-shaped mask) in that dtype, each dtype built once."""
+    cache = {}
+
+    def weights(dtype):
+        if dtype not in cache:
+            w = metropolis_hastings(topology, active, dtype)
+            cache[dtype] = (w, gops.sum_edges(topology, w))
+        return cache[dtype]
+
+    return weights
+
+
 def _mix(topology: Topology, tree, weights):
-    """w_i + sum_j W_ij (w_j - w_i) for every leaf."""
+    """w_i + sum_j W_ij (w_j - w_i) for every leaf, W and its row sums in the leaf's
+    constant dtype (``weights`` from :func:`_mh_weights`)."""
 
     def mix(w):
+        wts, wsum = weights(constant_dtype(w.dtype))
         nbr = gops.neighbor_values(topology, w)
-        total = gops.sum_edges(topology, nbr, weights)
+        total = gops.sum_edges(topology, nbr, wts)
         return w + total - gops.expand(wsum, w).astype(w.dtype) * w
-
-    wsum = gops.sum_edges(topology, weights)
 
     return jax.tree_util.tree_map(mix, tree)
 
@@ -167,7 +189,7 @@ def gossip(lr: float | None = None, *, optimizer: optax.GradientTransformation |
         # The mix reads half at the neighbours' positions: materialise it once.
         half, opt = materialized(local, state.params, grads, state.opt_state, node_active, token=_token(grads))
         active = gops.edge_mask(topology, edge_active, node_active)
-        return OptState(_mix(topology, half, metropolis_hastings(topology, active)), opt)
+        return OptState(_mix(topology, half, _mh_weights(topology, active)), opt)
 
     return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
 
@@ -205,8 +227,9 @@ def pairwise_gossip(lr: float | None = 0.05, *, optimizer=None, name: str = "pai
     tx = _make_optimizer(lr, optimizer)
 
     def combine(topology, w, r):
-        deg = jnp.asarray(topology.degree, jnp.float32)
-        pos = gops.edge_weights(topology, "position")
+        dt = constant_dtype(w.dtype)
+        deg = jnp.asarray(topology.degree, dt)
+        pos = gops.edge_weights(topology, "position", dt)
         d_src = gops.broadcast_to_edges(topology, deg)
         weights = jnp.where(gops.edge_weights(topology, "valid") > 0, 2.0 ** (pos - d_src), 0.0)
         return gops.expand(2.0 ** (-deg), w).astype(w.dtype) * w + gops.sum_edges(topology, r, weights)
@@ -219,7 +242,7 @@ def dsgd(lr: float | None = None, *, optimizer=None, name: str = "dsgd") -> Algo
     tx = _make_optimizer(lr, optimizer)
 
     def combine(topology, w, r):
-        deg = jnp.asarray(topology.degree, jnp.float32)
+        deg = jnp.asarray(topology.degree, constant_dtype(w.dtype))
         return (w + gops.sum_edges(topology, r)) / gops.expand(deg + 1.0, w).astype(w.dtype)
 
     return _received_algorithm(name, tx, lr, combine)
@@ -239,7 +262,7 @@ def gradient_tracking(lr: float | None = None, *, optimizer=None, name: str = "g
         tracker = jax.tree_util.tree_map(lambda q, g, gp: q + g - gp, state.mixed_tracker, grads, state.prev_grads)
         half, opt = _local_update(tx, state.params, tracker, state.opt_state)
         active = gops.edge_mask(topology, edge_active, node_active)
-        weights = metropolis_hastings(topology, active)
+        weights = _mh_weights(topology, active)
         half = keep_inactive(half, state.params, node_active)
         tracker = keep_inactive(tracker, state.mixed_tracker, node_active)
         new = TrackingState(
@@ -282,10 +305,9 @@ def centralized(lr: float | None = None, *, optimizer=None, name: str = "central
 
     def step(state, grads, topology, edge_active, node_active):
         check_masks(topology, edge_active, node_active)
-        wts = node_active.astype(jnp.float32)
-        count = wts.sum()
+        count = node_active.sum()  # integer: exact, cast to each leaf's dtype
         mean = jax.tree_util.tree_map(
-            lambda g: jnp.where(gops.expand(node_active, g), g, 0).sum(0, keepdims=True) / jnp.maximum(count, 1.0).astype(g.dtype),
+            lambda g: jnp.where(gops.expand(node_active, g), g, 0).sum(0, keepdims=True) / jnp.maximum(count, 1).astype(g.dtype),
             grads,
         )
         new, opt = _local_update(tx, state.params, mean, state.opt_state)

@@ -43,7 +43,14 @@ import numpy as np
 
 from ecl_jax import edge_pairs as ep
 from ecl_jax import graph_ops as gops
-from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, keep_inactive, materialized
+from ecl_jax.algorithms.base import (
+    Algorithm,
+    check_masks,
+    check_node_stacked,
+    constant_dtype,
+    keep_inactive,
+    materialized,
+)
 from ecl_jax.topology import Topology
 
 __all__ = [
@@ -141,13 +148,22 @@ class ECLConfig:
         if not (_is_real(self.c) and self.c > 0):
             raise ValueError(f"c must be > 0, got {self.c!r}")
 
-    def lr_at(self, count: jax.Array) -> jax.Array:
-        return jnp.asarray(self.lr(count) if callable(self.lr) else self.lr, jnp.float32)
+    def lr_at(self, count: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+        """The step size at step ``count`` as a ``dtype`` scalar (the step passes the
+        params' :func:`~ecl_jax.algorithms.base.constant_dtype`: float64 in a float64 run).
+        A schedule's value is cast, so it is only as precise as the schedule returns it."""
+        return jnp.asarray(self.lr(count) if callable(self.lr) else self.lr, dtype)
 
 
-def node_eta(config: ECLConfig, topology: Topology, lr: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Per-node (eta_i, rho_i, gcoef_i) [N] for the current step size ``lr``."""
-    deg = jnp.asarray(topology.degree, jnp.float32)
+def node_eta(
+    config: ECLConfig, topology: Topology, lr: jax.Array, dtype: Any = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-node (eta_i, rho_i, gcoef_i) [N] for the current step size ``lr``, computed in
+    ``dtype`` (default: ``lr``'s dtype, float32 for a Python number)."""
+    if dtype is None:
+        dtype = lr.dtype if hasattr(lr, "dtype") else jnp.float32
+    lr = jnp.asarray(lr, dtype)
+    deg = jnp.asarray(topology.degree, dtype)
     rho = jnp.full_like(deg, config.rho)
     gcoef = jnp.ones_like(deg)
     if config.eta_rule == "constant":
@@ -163,7 +179,7 @@ def node_eta(config: ECLConfig, topology: Topology, lr: jax.Array) -> tuple[jax.
             gcoef = 1.0 - lr * eta * deg * (K / c - 1.0)
     if config.eta_follows_lr and not config.eta_rule.startswith("isvr"):
         # KDD20 code: eta = mu * (eta / mu_0) every step; rho stays fixed.
-        eta = eta * (config.lr_at(jnp.zeros((), jnp.int32)) / lr)
+        eta = eta * (config.lr_at(jnp.zeros((), jnp.int32), dtype) / lr)
     return eta, rho, gcoef
 
 
@@ -249,9 +265,16 @@ def ecl(config: ECLConfig) -> Algorithm:
         )
 
     def _step_2d(state: ECLState, grads, scales, topology: Topology, edge_active, node_active) -> ECLState:
-        lr = config.lr_at(state.count)
-        eta, rho, gcoef = node_eta(config, topology, lr)
-        deg = jnp.asarray(topology.degree, jnp.float32)
+        def coefficients(dt):
+            lr = config.lr_at(state.count, dt)
+            eta, rho, gcoef = node_eta(config, topology, lr)
+            return lr, eta, rho, gcoef, jnp.asarray(topology.degree, dt)
+
+        # (lr, eta_i, rho_i, gcoef_i, |N(i)|) in each leaf's constant dtype (the params'
+        # dtype: float64 constants for float64 leaves, docs/algorithms.md#linearised-pdmm-step).
+        dtypes = {constant_dtype(w.dtype) for w in jax.tree_util.tree_leaves(state.params)}
+        coef = {dt: coefficients(dt) for dt in sorted(dtypes, key=str)}
+        # A_{i|j} = +-1 and the valid-slot mask are exact in any dtype (cast by sum_edges).
         sign = gops.edge_weights(topology, "sign")
         valid = gops.edge_weights(topology, "valid")
 
@@ -271,6 +294,7 @@ def ecl(config: ECLConfig) -> Algorithm:
             # mu and eta_i enter numerator and denominator as the *same* dt values, so the
             # fixed point g_i = eta_i (sum_j A z - |N(i)| w_i) holds to dt precision (float64).
             dt = w.dtype
+            lr, eta, rho, gcoef, deg = coef[constant_dtype(dt)]
             mu = 1.0 / lr.astype(dt)
             s_eta = gops.expand(s * eta, w).astype(dt)
             s_rho = gops.expand(s * rho, w).astype(dt)
