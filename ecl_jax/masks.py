@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax.topology import Topology
+from ecl_jax.validation import check_int
 
 __all__ = [
     "AlwaysEdges",
@@ -44,12 +45,6 @@ def _check_prob(name: str, p, *, allow_zero: bool = False, allow_one: bool = Tru
         hi = "1]" if allow_one else "1)"
         raise ValueError(f"{name} must be a probability in {lo}, {hi}, got {p!r}")
     return float(p)
-
-
-def _check_pos_int(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
 
 
 def _failures(mask: jax.Array, key: jax.Array, failure_prob: float) -> jax.Array:
@@ -89,7 +84,7 @@ class BernoulliEdges:
         if (self.p is None) == (self.K is None):
             raise ValueError(f"give exactly one of p or K, got p={self.p!r}, K={self.K!r}")
         if self.K is not None:
-            _check_pos_int("K", self.K)
+            check_int("K", self.K, minimum=1)
         else:
             _check_prob("p", self.p)
         _check_prob("failure_prob", self.failure_prob, allow_zero=True, allow_one=False)
@@ -119,7 +114,7 @@ class FixedSlotEdges:
     failure_prob: float = 0.0
 
     def __post_init__(self):
-        _check_pos_int("K", self.K)
+        check_int("K", self.K, minimum=1)
         if self.slots is not None:
             s = np.asarray(self.slots)
             if s.ndim != 1 or (s.size and (not np.issubdtype(s.dtype, np.integer) or s.min() < 0 or s.max() >= self.K)):
@@ -159,7 +154,7 @@ class RoundRobinEdges:
     failure_prob: float = 0.0
 
     def __post_init__(self):
-        _check_pos_int("interval", self.interval)
+        check_int("interval", self.interval, minimum=1)
         if self.offsets is not None and any(int(o) < 0 for o in self.offsets):
             raise ValueError(f"offsets must be non-negative integers, got {self.offsets!r}")
         _check_prob("failure_prob", self.failure_prob, allow_zero=True, allow_one=False)

@@ -42,6 +42,8 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+from ecl_jax.validation import check_int
+
 __all__ = [
     "LogisticRegression",
     "MLP",
@@ -360,8 +362,7 @@ def get_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     key = str(name).lower().replace("-", "_")
     if key not in _MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_int("num_classes", num_classes, minimum=1)
     cls = _MODELS[key]
     fields = [f for f in cls.__dataclass_fields__ if f not in ("parent", "name")]
     bad = sorted(set(kwargs) - set(fields))
@@ -394,8 +395,7 @@ def init_node_params(model: nn.Module, key: jax.Array, n_nodes: int, input_shape
     the model init identically on all nodes); ``False``: independent inits from
     ``split(key, N)``.
     """
-    if not isinstance(n_nodes, (int, np.integer)) or n_nodes < 1:
-        raise ValueError(f"n_nodes must be a positive integer, got {n_nodes!r}")
+    check_int("n_nodes", n_nodes, minimum=1)
     x = _dummy_input(input_shape)
 
     def init(k):

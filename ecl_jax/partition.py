@@ -15,7 +15,7 @@ the empty node and says what to change.
 - :func:`quantity_skew`: IID labels, node sizes ~ Dir(alpha) or a power law.
 
 :func:`partition` dispatches by name; :func:`count_table` / :func:`format_count_table`
-summarise a split; :func:`node_data` stacks it for the :class:`~ecl_jax.engine.Engine`.
+summarise a split; :func:`node_data` stacks it into :class:`~ecl_jax.node_data.NodeData` for the engine.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ecl_jax.engine import NodeData, stack_node_data
 from ecl_jax.errors import DataError
+from ecl_jax.node_data import NodeData, stack_node_data
+from ecl_jax.validation import check_int
 
 __all__ = [
     "KDD20_MNIST_CLASSES",
@@ -77,12 +78,11 @@ def _labels(labels) -> np.ndarray:
 
 
 def _n_nodes(n_nodes, n_samples: int) -> int:
-    if isinstance(n_nodes, bool) or not isinstance(n_nodes, (int, np.integer)) or n_nodes < 1:
-        raise ValueError(f"n_nodes must be a positive integer, got {n_nodes!r}")
+    n_nodes = check_int("n_nodes", n_nodes, minimum=1)
     if n_nodes > n_samples:
         raise ValueError(f"cannot give {n_nodes} nodes at least one sample each from {n_samples} samples; "
                          f"use n_nodes <= {n_samples} or a larger training set")
-    return int(n_nodes)
+    return n_nodes
 
 
 def _finish(parts: list, method: str, hint: str) -> list[np.ndarray]:
@@ -194,8 +194,7 @@ def icml21_class_lists(
 
 
 def _icml21_plan(n_nodes, classes_per_node, num_classes, seed, shift, imbalance):
-    if isinstance(n_nodes, bool) or not isinstance(n_nodes, (int, np.integer)) or n_nodes < 1:
-        raise ValueError(f"n_nodes must be a positive integer, got {n_nodes!r}")
+    check_int("n_nodes", n_nodes, minimum=1)
     if not 0 < classes_per_node < num_classes:
         raise ValueError(f"icml21: classes_per_node must be in 1..num_classes-1 = 1..{num_classes - 1} "
                          f"(the reference code asserts it), got {classes_per_node}")
@@ -275,8 +274,7 @@ def k_classes_per_node(labels, n_nodes: int, k: int, seed: int = 0) -> list[np.n
     n = _n_nodes(n_nodes, y.size)
     classes = np.unique(y)
     c = classes.size
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= c:
-        raise ValueError(f"k_classes_per_node: k must be an integer in 1..{c} (classes present), got {k!r}")
+    k = check_int("k_classes_per_node: k", k, minimum=1, maximum=c, note="classes present")
     rng = np.random.default_rng(seed)
     held = np.zeros(c, np.int64)
     lists = []
@@ -307,8 +305,8 @@ def dirichlet(labels, n_nodes: int, alpha: float, seed: int = 0, min_size: int =
     n = _n_nodes(n_nodes, y.size)
     if not (isinstance(alpha, (int, float, np.floating, np.integer)) and alpha > 0 and np.isfinite(alpha)):
         raise ValueError(f"dirichlet: alpha must be a positive finite number, got {alpha!r}")
-    if isinstance(min_size, bool) or min_size < 1 or min_size * n > y.size:
-        raise ValueError(f"dirichlet: min_size must be in 1..{y.size // n} for {n} nodes and {y.size} samples, got {min_size!r}")
+    min_size = check_int("dirichlet: min_size", min_size, minimum=1, maximum=y.size // n,
+                         note=f"for {n} nodes and {y.size} samples")
     rng = np.random.default_rng(seed)
     by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
     for _ in range(max_tries):
@@ -337,8 +335,8 @@ def quantity_skew(labels, n_nodes: int, alpha: float | None = None, seed: int = 
     if (alpha is None) == (power is None):
         raise ValueError(f"quantity_skew: give exactly one of alpha (Dirichlet) or power (power law), "
                          f"got alpha={alpha!r}, power={power!r}")
-    if isinstance(min_size, bool) or min_size < 1 or min_size * n > y.size:
-        raise ValueError(f"quantity_skew: min_size must be in 1..{y.size // n} for {n} nodes and {y.size} samples, got {min_size!r}")
+    min_size = check_int("quantity_skew: min_size", min_size, minimum=1, maximum=y.size // n,
+                         note=f"for {n} nodes and {y.size} samples")
     rng = np.random.default_rng(seed)
     if alpha is not None:
         if not (alpha > 0 and np.isfinite(alpha)):

@@ -9,28 +9,30 @@ A run folder ``<out_dir>/<name>/`` holds:
   metrics so far. Re-running the same command resumes from there and ends with
   metrics equal bit for bit to an uninterrupted run (randomness depends only on the
   seed and the step). Finished algorithms are not re-run.
+
+This module plans a run and guards its folder; the chunk loop is :meth:`Engine.run`, the
+per-chunk jobs (divergence check, history, progress, checkpoints) are the callbacks of
+:mod:`ecl_jax.callbacks`, and what is written down lives in :mod:`ecl_jax.records`
+(docs/design.md#runner-callbacks).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import pathlib
 import sys
-import time
-from typing import Any, Callable
+import time  # noqa: F401  (tests patch ``runner.time.time`` for ``runner.Progress``)
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ecl_jax import algorithms as algs
-from ecl_jax import masks
-from ecl_jax import run_folder
+from ecl_jax import masks, records, run_folder
+from ecl_jax.callbacks import Checkpointer, DivergenceCheck, DivergenceError, Progress, Recorder, StopAfter
 from ecl_jax.checkpoint import (
     CHECKPOINT_FORMAT,
     NON_TRAJECTORY_FIELDS,
@@ -41,8 +43,10 @@ from ecl_jax.checkpoint import (
     save_checkpoint,
 )
 from ecl_jax.config import ConfigError, RunConfig, config_to_dict
-from ecl_jax.engine import Carry, Engine, NodeData
+from ecl_jax.engine import Engine
 from ecl_jax.errors import RunFolderError
+from ecl_jax.node_data import NodeData
+from ecl_jax.records import summarize, write_metrics_csv
 from ecl_jax.registry import (
     ALGORITHM_ALIASES,
     ALGORITHM_NAMES,
@@ -63,13 +67,12 @@ __all__ = [
     "prepare_data",
     "run_experiment",
     "RunResult",
+    "Progress",
+    "summarize",
+    "write_metrics_csv",
     "save_checkpoint",
     "load_checkpoint",
 ]
-
-
-class DivergenceError(RuntimeError):
-    """NaN/inf in a run; the message names the step, algorithm and hyperparameters."""
 
 
 # --------------------------------------------------------------------------
@@ -193,79 +196,6 @@ class RunResult:
     plots: list[pathlib.Path]
 
 
-def _duration(seconds: float) -> str:
-    """Seconds as M:SS, or H:MM:SS from one hour on ("--:--" when unknown)."""
-    if not math.isfinite(seconds):
-        return "--:--"
-    m, sec = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
-
-class Progress:
-    """One line per chunk: steps/s, ETA, last metrics (stderr; silent with quiet)."""
-
-    def __init__(self, algo: str, total: int, quiet: bool):
-        self.algo, self.total, self.quiet = algo, total, quiet
-        self.start, self.t0, self.s0 = time.time(), time.time(), None
-
-    def __call__(self, step: int, metrics: dict):
-        if self.quiet:
-            return
-        now = time.time()
-        if self.s0 is None:  # first chunk includes compilation: no rate yet
-            self.s0, self.t0 = step, now
-            speed = f"first chunk {_duration(now - self.start)} incl. compilation"
-        else:
-            rate = (step - self.s0) / max(now - self.t0, 1e-9)
-            eta = (self.total - step) / rate if rate > 0 else float("nan")
-            speed = f"{rate:.3g} steps/s ETA {_duration(eta)}"
-        acc = metrics.get("test_acc_node")
-        acc_s = f" test_acc {np.mean(acc):.4f}" if acc is not None else ""
-        loss = metrics.get("test_loss_node")
-        loss_s = f" test_loss {np.mean(loss):.4f}" if loss is not None else ""
-        print(
-            f"[{self.algo}] step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) "
-            f"{speed}{acc_s}{loss_s} consensus {float(metrics['consensus_distance']):.3g}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def _history_row(metrics: dict, algo: str, config: RunConfig, mean_count: float, wall: float) -> dict:
-    step = int(metrics["step"])
-    row = {
-        "step": step,
-        "epoch": step * config.batch_size / mean_count,
-        "round": step / config.K,
-        "algorithm": algo,
-        "samples_seen": step * config.batch_size * config.n_nodes,
-        "wall_time": wall,
-    }
-    rename = {"node_loss": "train_loss_node", "mean_model_loss": "mean_model_train_loss"}
-    for k, v in metrics.items():
-        if k == "step":
-            continue
-        k = rename.get(k, k)
-        v = np.asarray(v)
-        if v.ndim == 0:
-            row[k] = float(v)
-        else:
-            row[k] = v.tolist()
-    return row
-
-
-def _check_finite(metrics: dict, carry: Carry, algorithm: algs.Algorithm, step: int, kept: str) -> None:
-    vals = [np.asarray(v) for k, v in metrics.items() if k != "step"]
-    bad = [not np.all(np.isfinite(v)) for v in vals]
-    state_ok = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(algorithm.node_params(carry.state)))
-    if any(bad) or not state_ok:
-        raise DivergenceError(
-            f"{algorithm.name} diverged (NaN/inf) by step {step} with settings {algorithm_settings(algorithm)}; "
-            f"{kept}. Lower lr (raise mu) or raise eta."
-        )
-
-
 def split_hash(train: NodeData) -> str:
     """A short hash of the node split (every node's samples, labels and counts)."""
     h = hashlib.blake2b(digest_size=12)
@@ -277,7 +207,7 @@ def split_hash(train: NodeData) -> str:
 
 
 @dataclasses.dataclass
-class _Plan:
+class _RunPlan:
     """A validated run: everything built before a single file is touched."""
 
     config: RunConfig
@@ -288,7 +218,7 @@ class _Plan:
     fingerprints: dict
 
 
-def _plan(config: RunConfig) -> _Plan:
+def _plan_run(config: RunConfig) -> _RunPlan:
     """Validate the whole config (graph, algorithms, model, schedules, data) without writing."""
     from ecl_jax import models
 
@@ -306,7 +236,7 @@ def _plan(config: RunConfig) -> _Plan:
         a.name: fingerprint(resolved, a.name, config.options.get(a.name, {}), algorithm_settings(a), data_id)
         for a in algorithms
     }
-    return _Plan(config, pathlib.Path(config.out_dir) / config.name, topology, algorithms, data, prints)
+    return _RunPlan(config, pathlib.Path(config.out_dir) / config.name, topology, algorithms, data, prints)
 
 
 def _read_json(path: pathlib.Path) -> dict:
@@ -322,7 +252,7 @@ def _read_json(path: pathlib.Path) -> dict:
         ) from None
 
 
-def _check_folder(plan: _Plan) -> list[str]:
+def _check_folder(plan: _RunPlan) -> list[str]:
     """Check an existing run folder against the plan; return the algorithms it already holds.
 
     Refuses (before anything runs) a folder with results of another config, a checkpoint
@@ -379,12 +309,31 @@ def run_experiment(
     validation; the folder is locked against a second process; each checkpoint must carry
     this run's fingerprint to be resumed; every file a later run reads is written
     atomically. A finished run asked for more ``steps`` continues from its checkpoints.
+    Each algorithm is one :meth:`Engine.run` with the callbacks of :mod:`ecl_jax.callbacks`
+    (docs/design.md#runner-callbacks).
 
     ``stop_after_chunks`` simulates an interruption (tests): the run raises
     KeyboardInterrupt after that many chunks, with the checkpoint written.
     """
-    plan = _plan(config)
+    plan = _plan_run(config)
     run_dir = plan.run_dir
+    _refuse_foreign_folder(run_dir, fresh)
+    run_folder.create(run_dir)
+    with run_folder.RunLock(run_dir):
+        if fresh:
+            run_folder.clear(run_dir)
+        earlier = _check_folder(plan)
+        _write_run_files(plan, earlier, quiet)
+        inputs = _training_inputs(plan)
+        histories = {name: read_meta(run_dir / "checkpoints" / f"{name}.npz")["history"] for name in earlier}
+        stop = None if stop_after_chunks is None else StopAfter(stop_after_chunks, config.steps)
+        for algorithm in plan.algorithms:
+            histories[algorithm.name] = _run_algorithm(plan, inputs, algorithm, quiet=quiet, stop=stop)
+        return _finish(plan, histories)
+
+
+def _refuse_foreign_folder(run_dir: pathlib.Path, fresh: bool) -> None:
+    """Refuse a non-empty ``run_dir`` without the ownership marker (before anything is written)."""
     if run_dir.exists() and not run_folder.is_run_folder(run_dir) and (not run_dir.is_dir() or any(run_dir.iterdir())):
         looks_old = (run_dir / "config.json").exists() and (run_dir / "checkpoints").is_dir()
         why = (" It looks like a run folder of an older ecl_jax, whose checkpoints cannot be verified;"
@@ -394,137 +343,102 @@ def run_experiment(
             f"{run_dir} exists and was not made by ecl_jax (no {run_folder.MARKER} file), so ecl_jax will not "
             f"{action} it.{why} Choose another --set name=... or out_dir=..."
         )
-    run_folder.create(run_dir)
-    with run_folder.RunLock(run_dir):
-        if fresh:
-            run_folder.clear(run_dir)
-        earlier = _check_folder(plan)
-        return _run_locked(plan, earlier, quiet=quiet, stop_after_chunks=stop_after_chunks)
 
 
-def _run_locked(plan: _Plan, earlier: list[str], *, quiet: bool, stop_after_chunks: int | None) -> RunResult:
-    from ecl_jax import models, plotting
-
-    config, run_dir, topology, data = plan.config, plan.run_dir, plan.topology, plan.data
+def _write_run_files(plan: _RunPlan, earlier: list[str], quiet: bool) -> None:
+    """``checkpoints/``, ``config.json`` (with the algorithms run earlier), ``split.txt`` / ``split.csv``."""
+    config, run_dir, data = plan.config, plan.run_dir, plan.data
     resolved = config_to_dict(config)
     resolved["algorithms"] = list(dict.fromkeys(earlier + list(config.algorithms)))
     (run_dir / "checkpoints").mkdir(exist_ok=True)
-    run_folder.atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
-    run_folder.atomic_write_text(
-        run_dir / "split.txt",
-        f"data: {config.dataset} ({data.source}); partition: {config.partition}; topology: {topology!r}\n\n"
-        + data.split_text + "\n",
-    )
-    buf = io.StringIO()
-    np.savetxt(buf, data.counts, fmt="%d", delimiter=",",
-               header=",".join(f"class_{c}" for c in range(data.num_classes)))
-    run_folder.atomic_write_text(run_dir / "split.csv", buf.getvalue())
+    records.write_config(run_dir / "config.json", resolved)
+    header = f"data: {config.dataset} ({data.source}); partition: {config.partition}; topology: {plan.topology!r}"
+    records.write_split(run_dir, header, data.split_text, data.counts, data.num_classes)
     if not quiet:
-        print(f"run folder: {run_dir}\n{topology!r}\n{data.split_text}", file=sys.stderr)
+        print(f"run folder: {run_dir}\n{plan.topology!r}\n{data.split_text}", file=sys.stderr)
 
+
+class _TrainingInputs(NamedTuple):
+    """What every algorithm of a run shares: model, loss, initial models, key, schedules, data."""
+
+    model: Any
+    loss_fn: Callable
+    params0: Any
+    run_key: jax.Array
+    edge_schedule: Callable
+    node_schedule: Callable
+    eval_fn: Callable
+    eval_data: tuple
+    train: NodeData
+    mean_count: float
+
+
+def _training_inputs(plan: _RunPlan) -> _TrainingInputs:
+    """Build the model, loss, initial node models (same for every algorithm), schedules and data."""
+    from ecl_jax import models
+
+    config, data = plan.config, plan.data
     model = models.get_model(config.model, num_classes=data.num_classes)
-    loss_fn = models.classification_loss(model, l2=config.l2)
     key = jax.random.PRNGKey(config.seed)
     init_key, run_key = jax.random.split(key)
-    params0 = models.init_node_params(model, init_key, config.n_nodes, data.input_shape, same_init=config.same_init)
-    edge_sched = masks.edge_schedule_from_string(config.edge_schedule)
-    node_sched = masks.AllNodes() if config.node_prob >= 1 else masks.BernoulliNodes(config.node_prob)
-    eval_fn = make_eval_fn(model, min(config.eval_batch, len(data.y_test)))
-    eval_data = (jnp.asarray(data.x_test), jnp.asarray(data.y_test))
-    train = NodeData(*(jnp.asarray(a) for a in data.train))
-    mean_count = float(np.mean(np.asarray(data.train.count)))
+    return _TrainingInputs(
+        model=model,
+        loss_fn=models.classification_loss(model, l2=config.l2),
+        params0=models.init_node_params(model, init_key, config.n_nodes, data.input_shape, same_init=config.same_init),
+        run_key=run_key,
+        edge_schedule=masks.edge_schedule_from_string(config.edge_schedule),
+        node_schedule=masks.AllNodes() if config.node_prob >= 1 else masks.BernoulliNodes(config.node_prob),
+        eval_fn=make_eval_fn(model, min(config.eval_batch, len(data.y_test))),
+        eval_data=(jnp.asarray(data.x_test), jnp.asarray(data.y_test)),
+        train=NodeData(*(jnp.asarray(a) for a in data.train)),
+        mean_count=float(np.mean(np.asarray(data.train.count))),
+    )
 
-    histories: dict[str, list[dict]] = {}
-    for name in earlier:  # algorithms of an earlier call on this folder: keep their results
-        histories[name] = read_meta(run_dir / "checkpoints" / f"{name}.npz")["history"]
-    chunks_done = 0
-    for algorithm in plan.algorithms:
-        name = algorithm.name
-        engine = Engine(
-            algorithm, topology, loss_fn, batch_size=config.batch_size, edge_schedule=edge_sched,
-            node_schedule=node_sched, eval_every=config.eval_every, eval_fn=eval_fn,
-        )
-        ckpt = run_dir / "checkpoints" / f"{name}.npz"
-        carry = engine.init(params0, run_key)
-        history: list[dict] = []
-        wall0 = 0.0
-        if ckpt.exists():
-            carry, history, wall0 = load_checkpoint(ckpt, carry, plan.fingerprints[name])
-            if not quiet:
-                print(f"[{name}] resuming from step {int(carry.step)}", file=sys.stderr)
-        saved_step = int(carry.step) if ckpt.exists() else None
-        progress = Progress(name, config.steps, quiet)
-        t_start = time.time()
-        n_chunk = 0
-        while int(carry.step) < config.steps:
-            new_carry, metrics = engine.run_chunk(carry, train, config.steps, eval_data)
-            metrics = jax.device_get(metrics)
-            kept = ("no checkpoint exists yet for it (the divergence came before the first one was written)"
-                    if saved_step is None else f"its last good checkpoint (step {saved_step}) is kept")
-            _check_finite(metrics, new_carry, algorithm, int(new_carry.step), kept)
-            carry = new_carry
-            wall = wall0 + time.time() - t_start
-            history.append(_history_row(metrics, name, config, mean_count, wall))
-            progress(int(carry.step), metrics)
-            n_chunk += 1
-            done = int(carry.step) >= config.steps
-            if done or n_chunk % config.checkpoint_every == 0:
-                save_checkpoint(ckpt, carry, history, wall, plan.fingerprints[name])
-                saved_step = int(carry.step)
-            chunks_done += 1
-            if stop_after_chunks is not None and chunks_done >= stop_after_chunks and not done:
-                raise KeyboardInterrupt(f"stopped after {chunks_done} chunks (test)")
-        histories[name] = history
 
+def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet: bool,
+                   stop: StopAfter | None) -> list[dict]:
+    """One algorithm, resumed from its checkpoint if there is one, as one :meth:`Engine.run`; its history."""
+    config, name = plan.config, algorithm.name
+    engine = Engine(
+        algorithm, plan.topology, inputs.loss_fn, batch_size=config.batch_size, edge_schedule=inputs.edge_schedule,
+        node_schedule=inputs.node_schedule, eval_every=config.eval_every, eval_fn=inputs.eval_fn,
+    )
+    ckpt = plan.run_dir / "checkpoints" / f"{name}.npz"
+    carry, history, wall0, saved_step = None, [], 0.0, None
+    if ckpt.exists():
+        carry, history, wall0 = load_checkpoint(ckpt, engine.init(inputs.params0, inputs.run_key),
+                                                plan.fingerprints[name])
+        saved_step = int(carry.step)
+        if not quiet:
+            print(f"[{name}] resuming from step {saved_step}", file=sys.stderr)
+    if not quiet:
+        template = carry if carry is not None else jax.eval_shape(engine.init, inputs.params0, inputs.run_key)
+        print(f"[{name}] plan: {engine.plan(template, inputs.train)}", file=sys.stderr)
+    progress = Progress(name, config.steps, quiet)
+    recorder = Recorder(name, config, inputs.mean_count, history, wall0)
+    checkpointer = Checkpointer(ckpt, recorder, every=config.checkpoint_every, total_steps=config.steps,
+                                fingerprint=plan.fingerprints[name], saved_step=saved_step)
+    callbacks = [DivergenceCheck(algorithm, checkpointer), recorder, progress, checkpointer]
+    if stop is not None:
+        callbacks.append(stop)
+    engine.run(inputs.params0, inputs.train, config.steps, inputs.run_key, eval_data=inputs.eval_data, carry=carry,
+               callbacks=callbacks)
+    return recorder.history
+
+
+def _finish(plan: _RunPlan, histories: dict[str, list[dict]]) -> RunResult:
+    """``metrics.csv``, the figures and ``final.json`` of every algorithm in the folder."""
+    from ecl_jax import plotting
+
+    config, run_dir = plan.config, plan.run_dir
     write_metrics_csv(run_dir / "metrics.csv", histories, config.n_nodes)
-    plots = plotting.plot_run(run_dir, histories, title=_title(config, topology), x_axis=config.x_axis,
+    plots = plotting.plot_run(run_dir, histories, title=_title(config, plan.topology), x_axis=config.x_axis,
                               published=config.published)
     final = {k: h[-1] for k, h in histories.items() if h}
-    run_folder.atomic_write_text(run_dir / "final.json", json.dumps(summarize(final), indent=2) + "\n")
+    records.write_final(run_dir / "final.json", final)
     return RunResult(run_dir, histories, final, plots)
 
 
 def _title(config: RunConfig, topology) -> str:
     return (f"{config.dataset}, {config.model}, {topology.name} (N={config.n_nodes}), "
             f"{config.partition} split, edges {config.edge_schedule}")
-
-
-def summarize(final: dict[str, dict]) -> dict[str, dict]:
-    """Final mean test accuracy/loss per algorithm."""
-    out = {}
-    for name, row in final.items():
-        out[name] = {
-            "step": row["step"],
-            "epoch": row["epoch"],
-            "test_acc_mean": float(np.mean(row["test_acc_node"])),
-            "test_acc_min": float(np.min(row["test_acc_node"])),
-            "test_loss_mean": float(np.mean(row["test_loss_node"])),
-            "mean_model_test_acc": row["mean_model_test_acc"],
-            "consensus_distance": row["consensus_distance"],
-            "wall_time": row["wall_time"],
-        }
-    return out
-
-
-def write_metrics_csv(path: pathlib.Path, histories: dict[str, list[dict]], n_nodes: int) -> None:
-    """Flatten per-node lists into columns (``test_acc_node_3``) and write one CSV."""
-    rows = []
-    for hist in histories.values():
-        for r in hist:
-            flat = {}
-            for k, v in r.items():
-                if isinstance(v, list):
-                    flat[f"{k.replace('_node', '')}_mean"] = float(np.mean(v))
-                    for i, x in enumerate(v):
-                        flat[f"{k}_{i}"] = x
-                else:
-                    flat[k] = v
-            rows.append(flat)
-    if not rows:
-        return
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-    run_folder.atomic_write_text(path, buf.getvalue())

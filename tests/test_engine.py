@@ -66,13 +66,13 @@ def test_one_compilation_per_run_whatever_T(steps, again, loop):
     carry3, _ = engine.run(None, data, again + 15, jax.random.PRNGKey(1), carry=carry2)
     assert engine.trace_count == 1 and int(carry3.step) == again + 15
     # the counter does count: new data shapes force a second trace
-    assert engine.loop_mode(carry, engine.check_data(data)) == ("python" if loop == "python" else "scan")
+    assert engine.plan(carry, engine.check_data(data)).loop == ("python" if loop == "python" else "scan")
     if steps == 10:
         engine.run(_init(), _regression_data([7, 7, 7, 7], m=8), 5, jax.random.PRNGKey(0))
         assert engine.trace_count == 2
 
 
-def test_auto_loop_mode_picks_python_for_convolutions_on_cpu():
+def test_auto_plan_picks_python_for_convolutions_on_cpu():
     def conv_loss(w, x, y, rng):  # 1-D convolution of each row with the weights
         out = jax.vmap(lambda r: jnp.convolve(r, w, mode="valid"))(x)
         return 0.5 * (out.sum(1) - y) ** 2
@@ -82,9 +82,9 @@ def test_auto_loop_mode_picks_python_for_convolutions_on_cpu():
     conv = eng.Engine(local_sgd(0.01), tp.ring(N), conv_loss, batch_size=2, eval_every=5)
     c_dense, _ = dense.run(_init(), data, 12, jax.random.PRNGKey(0))
     c_conv, h = conv.run(_init(), data, 12, jax.random.PRNGKey(0))
-    assert dense.loop_mode(c_dense, dense.check_data(data)) == "scan"
+    assert dense.plan(c_dense, dense.check_data(data)).loop == "scan"
     expected = "python" if jax.default_backend() == "cpu" else "scan"
-    assert conv.loop_mode(c_conv, conv.check_data(data)) == expected
+    assert conv.plan(c_conv, conv.check_data(data)).loop == expected
     assert int(c_conv.step) == 12 and conv.trace_count == 1
     np.testing.assert_array_equal(h["step"], [5, 10, 12])
 
@@ -158,7 +158,7 @@ def test_metrics_shapes_and_values():
         eval_fn=lambda params, ev: {"norm": jnp.sum(params**2, axis=1) * ev},
     )
     carry, hist = engine.run(_init(), data, 25, jax.random.PRNGKey(0), eval_data=2.0,
-                             callback=lambda c, m: calls.append(int(c.step)))
+                             callbacks=[lambda c, m: calls.append(int(c.step))])
     assert calls == [10, 20, 25]
     assert set(hist) == {"step", "node_loss", "mean_model_loss", "consensus_distance", "norm"}
     assert hist["step"].shape == (3,)

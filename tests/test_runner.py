@@ -13,6 +13,7 @@ import pytest
 
 from ecl_jax import cli
 from ecl_jax.config import ConfigError, RunConfig, apply_overrides, load_config
+from ecl_jax.checkpoint import CHECKPOINT_FORMAT
 from ecl_jax.runner import DivergenceError, build_algorithm, build_topology, run_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -220,5 +221,5 @@ def test_checkpoint_mismatch_names_the_leaf_and_shapes(tmp_path):
     with np.load(path) as z:
         old = {k: z[k] for k in z.files if k != "format"}
     np.savez(tmp_path / "old.npz", **old)
-    with pytest.raises(ValueError, match=r"state format 1; this ecl_jax reads format 2.*--fresh"):
+    with pytest.raises(ValueError, match=rf"state format 1; this ecl_jax reads format {CHECKPOINT_FORMAT}.*--fresh"):
         load_checkpoint(tmp_path / "old.npz", carry)

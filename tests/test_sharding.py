@@ -66,7 +66,7 @@ SCRIPT = textwrap.dedent(
         scale = max(float(jnp.max(jnp.abs(a))) for a in leaves1)
         split = [len(leaf.sharding.device_set) == 4 and leaf.addressable_shards[0].data.shape[0] == leaf.shape[0] // 4
                  for leaf in leaves4 if leaf.ndim >= 1 and leaf.shape[0] == N]
-        text = eng._chunk.lower(carry, sdata, jnp.asarray(12, jnp.int32), None).compile().as_text()
+        text = eng.lower(carry, sdata, 12).compile().as_text()
         coll = collective_report(text)
         out[name] = dict(
             diff=diff, scale=scale, n_split=len(split), all_split=all(split),

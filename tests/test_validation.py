@@ -85,7 +85,8 @@ TOPOLOGY_CASES = {
     "ring_n1": (lambda: tp.ring(1), TE, r"n must be an integer >= 2, got 1"),
     "ring_bool": (lambda: tp.ring(True), TE, r"n must be an integer"),
     "multiplex_hop_too_long": (lambda: tp.multiplex_ring(5, (1, 5)), TE, r"skip length 5.*1\.\.4"),
-    "multiplex_hops_0": (lambda: tp.multiplex_ring(5, 0), TE, r"hops must be an integer >= 1, got 0"),
+    # topology's own check or the shared validation.check_int (which words minimum 1 as "positive")
+    "multiplex_hops_0": (lambda: tp.multiplex_ring(5, 0), TE, r"hops must be (an integer >= 1|a positive integer), got 0"),
     "torus_rows_1": (lambda: tp.torus(1, 5), TE, r"rows must be an integer >= 2, got 1"),
     "star_bad_center": (lambda: tp.star(4, center=4), TE, r"center.*0\.\.3.*4"),
     "er_bad_p": (lambda: tp.erdos_renyi(5, 0.0), TE, r"p must be in \(0, 1\], got 0\.0"),
@@ -331,3 +332,73 @@ def test_engine_validation(case):
     with pytest.raises(exc) as info:
         thunk()
     assert re.search(pattern, str(info.value)), f"message {str(info.value)!r} does not match {pattern!r}"
+
+
+# ------------------------------------------------------------ the shared integer rule
+def test_is_int_accepts_python_and_numpy_integers_never_bools():
+    from ecl_jax.validation import is_int
+
+    for v in (0, -3, 7, np.int32(4), np.int64(-1), np.uint8(2)):
+        assert is_int(v), v
+    for v in (True, False, np.bool_(True), 2.0, np.float32(2), "2", None, [1], np.array(3)):
+        assert not is_int(v), v
+    assert not is_int(np.int64(3), allow_numpy=False) and is_int(3, allow_numpy=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, value, pattern",
+    [
+        (dict(minimum=1), 0, r"^x must be a positive integer, got 0$"),
+        (dict(minimum=0), -1, r"^x must be a non-negative integer, got -1$"),
+        (dict(minimum=2), 1, r"^x must be an integer >= 2, got 1$"),
+        (dict(minimum=1, maximum=10), 11, r"^x must be an integer in 1\.\.10, got 11$"),
+        (dict(maximum=5), 6, r"^x must be an integer <= 5, got 6$"),
+        (dict(), 2.5, r"^x must be an integer, got 2\.5$"),
+        (dict(minimum=1), True, r"^x must be a positive integer, got True$"),
+        (dict(minimum=1, allow_none=True, note="full batch"), 0,
+         r"^x must be a positive integer or None \(full batch\), got 0$"),
+        (dict(minimum=1, allow_numpy=False), np.int64(3), r"^x must be a positive integer, got np\.int64\(3\)$"),
+        (dict(minimum=1), "3", r"^x must be a positive integer, got '3'$"),
+    ],
+)
+def test_check_int_names_the_setting_the_range_and_the_value(kwargs, value, pattern):
+    from ecl_jax.validation import check_int
+
+    with pytest.raises(ValueError) as info:
+        check_int("x", value, **kwargs)
+    assert re.search(pattern, str(info.value)), str(info.value)
+
+
+def test_check_int_returns_python_ints_and_raises_the_callers_class():
+    from ecl_jax.config import ConfigError
+    from ecl_jax.errors import DataError
+    from ecl_jax.validation import check_int
+
+    out = check_int("n", np.int64(5), minimum=1, maximum=5)
+    assert out == 5 and type(out) is int
+    assert check_int("n", None, allow_none=True) is None
+    assert check_int("n", 0, minimum=0) == 0
+    for error in (ConfigError, DataError, TE):
+        with pytest.raises(error, match="n must be an integer >= 2, got 1"):
+            check_int("n", 1, minimum=2, error=error)
+    with pytest.raises(ValueError, match="got None"):
+        check_int("n", None, minimum=1)
+
+
+@pytest.mark.parametrize(
+    "thunk, exc, pattern",
+    [
+        (lambda: mk.FixedSlotEdges(K=np.int64(0)), ValueError, r"K must be a positive integer, got np\.int64\(0\)"),
+        (lambda: _engine(eval_every=np.int32(0)), ValueError, r"eval_every must be a positive integer"),
+        (lambda: _engine().run(np.zeros((4, 2)), _data(4), True, KEY), ValueError, r"steps must be .*True"),
+    ],
+)
+def test_call_sites_use_the_shared_rule(thunk, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        thunk()
+
+
+def test_numpy_integer_settings_become_python_ints():
+    engine = _engine(batch_size=np.int64(3), eval_every=np.int32(7))
+    assert (engine.batch_size, engine.eval_every) == (3, 7)
+    assert type(engine.batch_size) is int and type(engine.eval_every) is int

@@ -1,0 +1,97 @@
+"""Node-stacked training data: :class:`NodeData` and :func:`stack_node_data`
+(docs/design.md#node-stacked-pytrees).
+
+The data layer (``datasets``, ``partition``) builds these and the engine consumes them;
+this module imports neither, so data code never pulls in the engine.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from ecl_jax.errors import DataError
+
+__all__ = ["NodeData", "stack_node_data"]
+
+
+class NodeData(NamedTuple):
+    """Node-stacked training data: x [N, M, ...], y [N, M, ...], count [N] (valid rows;
+    rows at and beyond ``count[i]`` are padding and never sampled).
+
+    Building one checks nothing (it is a pytree: ``jax.tree_util`` rebuilds it with
+    tracers, ``ShapeDtypeStruct`` or any other leaves). :meth:`checked` /
+    :meth:`validate` check concrete arrays; :meth:`ecl_jax.engine.Engine.run`,
+    :func:`stack_node_data` and :func:`ecl_jax.partition.node_data` call it.
+    """
+
+    x: jax.Array
+    y: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def checked(cls, x, y, count) -> NodeData:
+        """``NodeData(x, y, count).validate()``."""
+        return cls(x, y, count).validate()
+
+    def validate(self) -> NodeData:
+        """Check the stacking and the counts of concrete arrays; return ``self``.
+
+        The leading (node) axes of x, y and count must agree, x and y must hold the same
+        number M of rows per node, and every ``count[i]`` must be an integer in 1..M.
+        Nothing is checked when a leaf is a tracer (inside ``jit`` / ``vmap``); the count
+        values only when they are concrete. Raises :class:`~ecl_jax.errors.DataError` (a
+        ``ValueError``) naming the node and the value.
+        """
+        if any(isinstance(a, jax.core.Tracer) for a in self):
+            return self
+        shapes = {k: tuple(a.shape) if hasattr(a, "shape") else np.shape(a) for k, a in zip(self._fields, self)}
+        for k, rank in (("x", "[N, M, ...]"), ("y", "[N, M, ...]"), ("count", "[N]")):
+            bad_rank = len(shapes[k]) != 1 if k == "count" else len(shapes[k]) < 2
+            if bad_rank:
+                raise DataError(f"NodeData.{k} must be node-stacked {rank}, got shape {shapes[k]}")
+        n = {k: s[0] for k, s in shapes.items()}
+        if len(set(n.values())) != 1:
+            raise DataError(f"NodeData: the leading (node) axes disagree: x has N={n['x']}, y has N={n['y']}, "
+                            f"count has N={n['count']}; all three must be stacked over the same N nodes")
+        m = shapes["x"][1]
+        if shapes["y"][1] != m:
+            raise DataError(f"NodeData: x has M={m} rows per node but y has {shapes['y'][1]}; "
+                            f"x [N, M, ...] and y [N, M, ...] must be padded to the same M")
+        count = self.count
+        concrete = not isinstance(count, jax.ShapeDtypeStruct) and getattr(count, "is_fully_addressable", True)
+        values = np.asarray(count) if concrete else None
+        dtype = np.dtype(values.dtype if values is not None else count.dtype)
+        if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
+            raise DataError(f"NodeData.count must hold integers (the number of valid rows of each node), "
+                            f"got dtype {dtype}")
+        if values is not None:
+            bad = np.flatnonzero((values < 1) | (values > m))
+            if bad.size:
+                i = int(bad[0])
+                raise DataError(f"NodeData.count[{i}] = {int(values[i])}: node {i} must have 1..{m} valid rows "
+                                f"(count[i] = number of real, unpadded rows among the M={m} padded rows)")
+        return self
+
+
+def stack_node_data(xs, ys) -> NodeData:
+    """Pad per-node arrays (lists of [n_i, ...]) to a common length and stack them."""
+    if len(xs) != len(ys) or not xs:
+        raise ValueError(f"need one x and one y array per node, got {len(xs)} and {len(ys)}")
+    counts = np.array([len(x) for x in xs], np.int32)
+    if (counts == 0).any():
+        raise ValueError(f"node {int(np.flatnonzero(counts == 0)[0])} has no data")
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if len(x) != len(y):
+            raise ValueError(f"node {i}: {len(x)} inputs but {len(y)} labels")
+    m = int(counts.max())
+
+    def pad(a):
+        a = np.asarray(a)
+        out = np.zeros((m,) + a.shape[1:], a.dtype)
+        out[: len(a)] = a
+        return out
+
+    return NodeData.checked(np.stack([pad(x) for x in xs]), np.stack([pad(y) for y in ys]), counts)

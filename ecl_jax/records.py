@@ -1,0 +1,106 @@
+"""What a run writes down (docs/design.md#run-folders-and-checkpoints): history rows,
+``metrics.csv``, ``final.json``, ``split.txt`` / ``split.csv`` and ``config.json``.
+
+Every file goes through :func:`ecl_jax.run_folder.atomic_write_text`, so a reader never
+sees half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from ecl_jax import run_folder
+
+__all__ = ["history_row", "summarize", "write_metrics_csv", "write_final", "write_split", "write_config"]
+
+
+def history_row(metrics: dict, algo: str, config: Any, mean_count: float, wall: float) -> dict:
+    """One metric point as a JSON-friendly row: step, epoch (step * batch / mean node size),
+    round (step / K), samples seen, wall time, then every metric (per-node ones as lists;
+    ``node_loss`` / ``mean_model_loss`` renamed ``train_loss_node`` / ``mean_model_train_loss``)."""
+    step = int(metrics["step"])
+    row = {
+        "step": step,
+        "epoch": step * config.batch_size / mean_count,
+        "round": step / config.K,
+        "algorithm": algo,
+        "samples_seen": step * config.batch_size * config.n_nodes,
+        "wall_time": wall,
+    }
+    rename = {"node_loss": "train_loss_node", "mean_model_loss": "mean_model_train_loss"}
+    for k, v in metrics.items():
+        if k == "step":
+            continue
+        k = rename.get(k, k)
+        v = np.asarray(v)
+        if v.ndim == 0:
+            row[k] = float(v)
+        else:
+            row[k] = v.tolist()
+    return row
+
+
+def summarize(final: dict[str, dict]) -> dict[str, dict]:
+    """Final mean test accuracy/loss per algorithm (from each algorithm's last history row)."""
+    out = {}
+    for name, row in final.items():
+        out[name] = {
+            "step": row["step"],
+            "epoch": row["epoch"],
+            "test_acc_mean": float(np.mean(row["test_acc_node"])),
+            "test_acc_min": float(np.min(row["test_acc_node"])),
+            "test_loss_mean": float(np.mean(row["test_loss_node"])),
+            "mean_model_test_acc": row["mean_model_test_acc"],
+            "consensus_distance": row["consensus_distance"],
+            "wall_time": row["wall_time"],
+        }
+    return out
+
+
+def write_metrics_csv(path: pathlib.Path, histories: dict[str, list[dict]], n_nodes: int) -> None:
+    """Flatten per-node lists into columns (``test_acc_node_3``) and write one CSV."""
+    rows = []
+    for hist in histories.values():
+        for r in hist:
+            flat = {}
+            for k, v in r.items():
+                if isinstance(v, list):
+                    flat[f"{k.replace('_node', '')}_mean"] = float(np.mean(v))
+                    for i, x in enumerate(v):
+                        flat[f"{k}_{i}"] = x
+                else:
+                    flat[k] = v
+            rows.append(flat)
+    if not rows:
+        return
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    run_folder.atomic_write_text(path, buf.getvalue())
+
+
+def write_final(path: pathlib.Path, final: dict[str, dict]) -> None:
+    """``final.json``: :func:`summarize` of each algorithm's last history row."""
+    run_folder.atomic_write_text(path, json.dumps(summarize(final), indent=2) + "\n")
+
+
+def write_config(path: pathlib.Path, resolved: dict) -> None:
+    """``config.json``: the resolved config (a JSON-friendly dict)."""
+    run_folder.atomic_write_text(path, json.dumps(resolved, indent=2) + "\n")
+
+
+def write_split(run_dir: pathlib.Path, header: str, split_text: str, counts: np.ndarray, num_classes: int) -> None:
+    """``split.txt`` (``header``, a blank line, the table ``split_text``) and ``split.csv``
+    (samples per node and class, one row per node, columns ``class_0`` ...)."""
+    run_folder.atomic_write_text(run_dir / "split.txt", f"{header}\n\n{split_text}\n")
+    buf = io.StringIO()
+    np.savetxt(buf, counts, fmt="%d", delimiter=",", header=",".join(f"class_{c}" for c in range(num_classes)))
+    run_folder.atomic_write_text(run_dir / "split.csv", buf.getvalue())
