@@ -18,7 +18,8 @@ from ecl_jax.algorithms import (
     local_sgd,
     pairwise_gossip,
 )
-from ecl_jax.engine import Carry, Engine, NodeData, consensus_distance, mean_params, stack_node_data
+from ecl_jax.engine import Carry, Engine, ExecutionPlan, consensus_distance, mean_params
+from ecl_jax.node_data import NodeData, stack_node_data
 from ecl_jax.topology import Topology, TopologyError
 
 __version__ = "0.1.0"
@@ -27,7 +28,7 @@ __all__ = [
     "algorithms", "graph_ops", "masks", "topology",
     "Algorithm", "centralized", "dsgd", "ecl", "ecl_admm", "ecl_isvr", "ecl_pdmm", "gossip",
     "gradient_tracking", "local_sgd", "pairwise_gossip",
-    "Carry", "Engine", "NodeData", "consensus_distance", "mean_params", "stack_node_data",
+    "Carry", "Engine", "ExecutionPlan", "NodeData", "consensus_distance", "mean_params", "stack_node_data",
     "Topology", "TopologyError",
     "__version__",
 ]

@@ -34,8 +34,11 @@ __all__ = [
     "read_meta",
 ]
 
-CHECKPOINT_FORMAT = 2
-"""Version of the checkpoint's state layout; 1 (no stamp): ECL duals per directed edge."""
+CHECKPOINT_FORMAT = 3
+"""Version of the checkpoint's state layout: 3 = per-edge state in the layout ``config.layout``
+picks (:mod:`ecl_jax.layouts`; "auto" picks shift on rings and tori), ECL's duals as
+:class:`ecl_jax.duals.EdgeDuals`; 2 = the slots layout by default on those graphs; 1 (no
+stamp) = ECL duals per directed edge."""
 
 NON_TRAJECTORY_FIELDS = frozenset(
     {"name", "out_dir", "published", "description", "x_axis", "checkpoint_every", "steps", "algorithms", "options"}
@@ -139,7 +142,7 @@ def check_fingerprint(path: pathlib.Path, meta: dict, expected: dict) -> None:
     if fmt != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"checkpoint {path} has state format {fmt}; this ecl_jax reads format {CHECKPOINT_FORMAT} "
-            f"(format 2: ECL duals stored per undirected edge, see ecl_jax.edge_pairs); {_FIX}"
+            f"(format 3: per-edge state in the layout config.layout picks, ECL duals as ecl_jax.duals.EdgeDuals); {_FIX}"
         )
     stored = meta["fingerprint"]
     if not stored:

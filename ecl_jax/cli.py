@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the figures and compare.csv/.md/.json (default: runs/compare); "
                         "never a run folder")
     c.set_defaults(func=_compare)
-    b = sub.add_parser("bench", help="benchmarks (see experiments/bench.py --help)")
+    b = sub.add_parser("bench", help="benchmarks (see python -m experiments.bench --help)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)
     return p

@@ -21,6 +21,8 @@ __all__ = ["RunConfig", "ConfigError", "apply_overrides", "load_config", "config
 
 
 from ecl_jax.errors import ConfigError
+from ecl_jax.layouts import LAYOUT_NAMES
+from ecl_jax.validation import check_int, is_int
 
 # Which fields only some choices read: a non-default value with another choice is refused
 # (it would silently do nothing).
@@ -32,10 +34,6 @@ _PARTITION_FIELDS = {
 }
 _TOPOLOGY_FIELDS = {"degree": ("random_regular",), "edge_prob": ("erdos_renyi",), "hops": ("multiplex_ring",)}
 PUBLISHED_METRICS = ("test_acc", "test_loss")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_num(v) -> bool:
@@ -55,7 +53,9 @@ class RunConfig:
     classes), ``partition_seed`` (None = the method's default, 11 for icml21).
     Graph: ``topology`` (ring | multiplex_ring | torus | complete | star | erdos_renyi |
     random_regular | exponential | icml21_random), ``n_nodes``, ``degree`` (random
-    regular), ``edge_prob`` (Erdos-Renyi), ``hops`` (multiplex ring).
+    regular), ``edge_prob`` (Erdos-Renyi), ``hops`` (multiplex ring); ``layout`` (auto |
+    shift | slots | edges: how per-edge state is stored, :mod:`ecl_jax.layouts`; auto = the
+    fastest correct one for the graph; the maths is the same in every layout).
     Asynchrony: ``edge_schedule`` (e.g. "bernoulli:K=8", "slots:K=8",
     "round_robin:interval=6", "always"), ``node_prob`` (probability a node computes).
     Training: ``algorithms``, ``lr`` (1/mu for ECL), ``eta``, ``K`` (ISVR round
@@ -84,6 +84,7 @@ class RunConfig:
     degree: int = 4
     edge_prob: float = 0.3
     hops: int = 2
+    layout: str = "auto"
     edge_schedule: str = "bernoulli:K=4"
     node_prob: float = 1.0
     algorithms: tuple[str, ...] = ("ecl-pdmm", "ecl-admm", "gossip", "centralized")
@@ -117,18 +118,14 @@ def check_config(c: "RunConfig") -> None:
 
     check_run_name(c.name)
     positive = ("n_nodes", "batch_size", "eval_every", "K", "checkpoint_every", "eval_batch", "degree", "hops", "steps")
+    # Python ints only (no NumPy integers): the config is written to config.json.
+    strict = dict(error=ConfigError, allow_numpy=False)
     for f in positive:
-        v = getattr(c, f)
-        if not _is_int(v) or v < 1:
-            raise ConfigError(f"{f} must be a positive integer, got {v!r}")
+        check_int(f, getattr(c, f), minimum=1, **strict)
     for f in ("n_train", "n_test", "partition_k", "partition_seed"):
-        v = getattr(c, f)
-        if v is not None and (not _is_int(v) or v < (0 if f == "partition_seed" else 1)):
-            what = "a non-negative integer" if f == "partition_seed" else "a positive integer"
-            extra = " or None (all data)" if f in ("n_train", "n_test") else " or None (the method's default)"
-            raise ConfigError(f"{f} must be {what}{extra}, got {v!r}")
-    if not _is_int(c.seed) or c.seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {c.seed!r}")
+        note = "all data" if f in ("n_train", "n_test") else "the method's default"
+        check_int(f, getattr(c, f), minimum=0 if f == "partition_seed" else 1, allow_none=True, note=note, **strict)
+    check_int("seed", c.seed, minimum=0, **strict)
     if not (_is_num(c.lr) and c.lr > 0):
         raise ConfigError(f"lr must be a positive finite number, got {c.lr!r}")
     if not (_is_num(c.eta) and c.eta > 0):
@@ -137,8 +134,7 @@ def check_config(c: "RunConfig") -> None:
         raise ConfigError(f"l2 must be a finite number >= 0, got {c.l2!r}")
     if not (_is_num(c.lr_decay) and 0 < c.lr_decay <= 1):
         raise ConfigError(f"lr_decay must be in (0, 1], got {c.lr_decay!r}")
-    if not _is_int(c.lr_decay_every) or c.lr_decay_every < 0:
-        raise ConfigError(f"lr_decay_every must be a non-negative integer (steps; 0 = no decay), got {c.lr_decay_every!r}")
+    check_int("lr_decay_every", c.lr_decay_every, minimum=0, note="steps; 0 = no decay", **strict)
     if c.lr_decay != 1.0 and c.lr_decay_every == 0:
         raise ConfigError(f"lr_decay={c.lr_decay} needs lr_decay_every > 0 (steps between decays)")
     if not (_is_num(c.node_prob) and 0 < c.node_prob <= 1):
@@ -149,7 +145,7 @@ def check_config(c: "RunConfig") -> None:
         raise ConfigError(f"partition_alpha must be a positive number, got {c.partition_alpha!r}")
     if c.x_axis not in ("epoch", "round", "step"):
         raise ConfigError(f"x_axis must be 'epoch', 'round' (= step / K) or 'step', got {c.x_axis!r}")
-    for f in ("dataset", "model", "partition", "topology", "edge_schedule", "out_dir", "description"):
+    for f in ("dataset", "model", "partition", "topology", "layout", "edge_schedule", "out_dir", "description"):
         if not isinstance(getattr(c, f), str):
             raise ConfigError(f"{f} must be a string, got {getattr(c, f)!r}")
     if not c.out_dir.strip():
@@ -178,6 +174,9 @@ def _check_choices(c: "RunConfig") -> None:
         raise ConfigError(f"unknown partition {c.partition!r}; valid: {', '.join(partition.METHODS)}")
     if c.topology not in TOPOLOGY_NAMES:
         raise ConfigError(f"unknown topology {c.topology!r}; valid: {', '.join(TOPOLOGY_NAMES)}")
+    if c.layout not in LAYOUT_NAMES:
+        raise ConfigError(f"unknown layout {c.layout!r}; valid: {', '.join(LAYOUT_NAMES)} "
+                          "(auto = the fastest correct one for the graph)")
     if str(c.model).lower().replace("-", "_") not in {m.replace("-", "_") for m in models.MODEL_NAMES}:
         raise ConfigError(f"unknown model {c.model!r}; valid: {', '.join(models.MODEL_NAMES)}")
     defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
@@ -194,7 +193,7 @@ def _check_choices(c: "RunConfig") -> None:
         raise ConfigError("partition='classes' needs class_lists, e.g. [[6,7,8,9],[3,4,5],[0,1,2]]")
     if c.class_lists is not None:
         ok = isinstance(c.class_lists, (tuple, list)) and all(
-            isinstance(row, (tuple, list)) and row and all(_is_int(k) and k >= 0 for k in row) for row in c.class_lists
+            isinstance(row, (tuple, list)) and row and all(is_int(k, allow_numpy=False) and k >= 0 for k in row) for row in c.class_lists
         )
         if not ok or len(c.class_lists) != c.n_nodes:
             raise ConfigError(

@@ -7,7 +7,7 @@ and what would be valid, or the file and what to do about it.
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "DataError", "RunFolderError", "CheckpointError"]
+__all__ = ["UserError", "ConfigError", "DataError", "RunFolderError", "CheckpointError", "TopologyError"]
 
 
 class UserError(Exception):
@@ -28,3 +28,7 @@ class RunFolderError(UserError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint that is corrupted or belongs to another run; names the file and the fix."""
+
+
+class TopologyError(UserError, ValueError):
+    """An invalid communication graph or layout; the message names the offending node or edge."""

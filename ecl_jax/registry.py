@@ -34,34 +34,35 @@ TOPOLOGY_NAMES = (
 
 
 def build_topology(config) -> topo_mod.Topology:
-    """The communication graph named by ``config.topology``."""
-    n, name = config.n_nodes, config.topology
+    """The communication graph named by ``config.topology``, its per-edge state in
+    ``config.layout`` (:mod:`ecl_jax.layouts`; "auto" = the fastest correct one)."""
+    n, name, lay = config.n_nodes, config.topology, getattr(config, "layout", "auto")
     try:
         if name == "ring":
-            return topo_mod.ring(n)
+            return topo_mod.ring(n, layout=lay)
         if name == "multiplex_ring":
-            return topo_mod.multiplex_ring(n, config.hops)
+            return topo_mod.multiplex_ring(n, config.hops, layout=lay)
         if name == "torus":
             rows = int(math.isqrt(n))
             while n % rows:
                 rows -= 1
             if rows < 2:
                 raise ConfigError(f"torus needs n_nodes = rows * cols with rows, cols >= 2; {n} is prime")
-            return topo_mod.torus(rows, n // rows)
+            return topo_mod.torus(rows, n // rows, layout=lay)
         if name == "complete":
-            return topo_mod.complete(n)
+            return topo_mod.complete(n, layout=lay)
         if name == "star":
-            return topo_mod.star(n)
+            return topo_mod.star(n, layout=lay)
         if name == "erdos_renyi":
-            return topo_mod.erdos_renyi(n, config.edge_prob, seed=config.seed)
+            return topo_mod.erdos_renyi(n, config.edge_prob, seed=config.seed, layout=lay)
         if name == "random_regular":
-            return topo_mod.random_regular(n, config.degree, seed=config.seed)
+            return topo_mod.random_regular(n, config.degree, seed=config.seed, layout=lay)
         if name == "exponential":
-            return topo_mod.exponential(n)
+            return topo_mod.exponential(n, layout=lay)
         if name == "icml21_random":
             if n != 8:
                 raise ConfigError(f"topology icml21_random has 8 nodes; set n_nodes=8 (got {n})")
-            return topo_mod.icml21_random()
+            return topo_mod.icml21_random(layout=lay)
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:

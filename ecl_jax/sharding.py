@@ -1,10 +1,10 @@
 """Spread the node axis over devices with ``jax.sharding`` (docs/design.md#sharding).
 
 Every node-stacked array (models [N, ...], optimiser state, per-edge state in the
-``"shift"``/``"slots"`` layouts [N, D, ...], ECL's pair-stored duals in the shift layout
-[N, S, 2, ...], node data [N, M, ...]) is split along its leading node axis over a 1-D
-device mesh (per-edge arrays of the other layouts, [2E, ...] or [E, 2, ...], along
-their edge axis when it divides evenly); everything else (step counter, PRNG key,
+``"shift"``/``"slots"`` layouts [N, D, ...], ECL's :class:`~ecl_jax.duals.EdgeDuals` in the
+shift layout [N, S, 2, ...], node data [N, M, ...]) is split along its leading node axis
+over a 1-D device mesh (per-edge arrays of the edge-list layout [2E, ...] and pair-stored
+duals of the slots/edges layouts [E, 2, ...] along their edge axis when it divides evenly); everything else (step counter, PRNG key,
 edge masks [E]) is replicated. The compiled run is then partitioned by XLA's SPMD
 partitioner: per-node work (gradients, primal updates) runs where the node lives, and
 only the graph primitives communicate.
@@ -18,8 +18,8 @@ How much they communicate depends on the per-edge layout:
   :func:`collective_report` lists the collectives of a compiled step to check this.
 * ``"slots"``/``"edges"`` (arbitrary graphs): neighbour values are gathers with static
   index arrays, which the partitioner implements with an all-gather of the gathered
-  operand: correct, but O(N P) traffic per step. Use the shift layout where the graph
-  allows it (``layout="fast"``).
+  operand: correct, but O(N P) traffic per step. ``layout="auto"`` (the default) picks
+  the shift layout wherever the graph allows it.
 
 Usage::
 
@@ -42,6 +42,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ecl_jax.duals import EdgeDuals
 from ecl_jax.topology import Topology
 
 __all__ = [
@@ -82,57 +83,39 @@ def _n_devices(mesh: Mesh) -> int:
 
 
 def check_shardable(topology: Topology, mesh: Mesh) -> None:
-    """Raise ValueError, naming the sizes, when the node axis cannot be split evenly."""
-    k = _n_devices(mesh)
-    if topology.n_nodes % k:
-        raise ValueError(
-            f"N={topology.n_nodes} nodes cannot be split evenly over {k} devices; "
-            f"use a multiple of {k} nodes (or fewer devices)"
-        )
-    if topology.layout == "edges" and topology.n_directed % k:
-        raise ValueError(
-            f"the edges layout has 2E={topology.n_directed} directed edges, not divisible by {k} devices; "
-            f"use layout='shift' or 'slots' (node-major per-edge state)"
-        )
-    if topology.layout == "shift" and topology.node_grid[0] % k:
-        raise ValueError(
-            f"shift layout on grid {topology.node_grid}: the first grid axis ({topology.node_grid[0]}) "
-            f"must be divisible by {k} devices"
-        )
-
-
-def _leading_sizes(topology: Topology | None, n: int | None) -> set[int]:
-    sizes = set()
-    if topology is not None:
-        sizes.add(topology.n_nodes)
-        if topology.layout == "edges":
-            sizes.add(topology.n_directed)
-        if topology.layout != "shift":  # ECL's duals per undirected edge [E, 2, ...]
-            sizes.add(topology.n_edges)
-    if n is not None:
-        sizes.add(int(n))
-    return sizes
+    """Raise ValueError, naming the sizes, when the node axis (and the layout's per-edge
+    axes) cannot be split evenly over the mesh (:meth:`ecl_jax.layouts.EdgeLayout.check_shardable`)."""
+    topology.layout.check_shardable(_n_devices(mesh))
 
 
 def shard_nodes(tree: Any, mesh: Mesh, *, topology: Topology | None = None, n_nodes: int | None = None) -> Any:
-    """Place every leaf whose leading axis is the node axis (size N, or 2E for the
-    edges layout, or E for pair-stored duals in the slots/edges layouts) split over ``mesh``; other leaves (scalars, keys, [1, ...] central
-    models) are replicated. Give ``topology`` or ``n_nodes``."""
-    sizes = _leading_sizes(topology, n_nodes)
-    if not sizes:
+    """Place ``tree`` on ``mesh``: node-stacked leaves split along their leading axis, the rest
+    (scalars, keys, [1, ...] central models) replicated. Give ``topology`` or ``n_nodes``.
+
+    With ``topology``, :class:`~ecl_jax.duals.EdgeDuals` are recognised by type (their leaves
+    lead with the layout's pair axes) and other leaves by the layout
+    (:meth:`~ecl_jax.layouts.EdgeLayout.shards_leading`: the node axis, and the per-edge axes
+    of the layout); with ``n_nodes`` only leaves of leading size N are split.
+    """
+    if topology is None and n_nodes is None:
         raise ValueError("shard_nodes needs topology= or n_nodes= to recognise the node axis")
     k = _n_devices(mesh)
     split, full = node_sharding(mesh), replicated(mesh)
+    splits = topology.layout.shards_leading if topology is not None else (lambda size: size == int(n_nodes))
 
-    def place(leaf):
+    def place(leaf, is_split):
         if leaf is None:
             return None
         shape = np.shape(leaf)
-        if len(shape) >= 1 and shape[0] in sizes and shape[0] % k == 0:
-            return jax.device_put(leaf, split)
-        return jax.device_put(leaf, full)
+        return jax.device_put(leaf, split if len(shape) >= 1 and is_split(shape[0]) and shape[0] % k == 0 else full)
 
-    return jax.tree_util.tree_map(place, tree)
+    def visit(x):
+        if isinstance(x, EdgeDuals):
+            pairs = x.layout.pair_shape[0]
+            return jax.tree_util.tree_map(lambda leaf: place(leaf, lambda size: size == pairs), x)
+        return place(x, splits)
+
+    return jax.tree_util.tree_map(visit, tree, is_leaf=lambda x: isinstance(x, EdgeDuals))
 
 
 def shard_carry(carry: Any, topology: Topology, mesh: Mesh) -> Any:

@@ -10,24 +10,12 @@ graph arrays: docs/design.md#topology):
   (A_{src|dst} = +1 if src < dst else -1) and ``undirected`` (index into ``edges``);
 * ``degree`` [N].
 
-Per-edge state (duals z_{i|j}, received models) is stored in one of three *layouts*:
-
-* ``"slots"``: shape [N, D, ...] with D the maximum degree; slot s of node i is its
-  s-th neighbour in increasing order, padded slots are masked out. Aggregation over a
-  node's edges is a dense sum over the slot axis and the exchange is one gather with a
-  precomputed reverse-slot permutation (docs/design.md#per-edge-layouts).
-* ``"edges"``: shape [2E, ...] in CSR order; aggregation is a sorted ``segment_sum``.
-  Used for skewed degree distributions (a star), where padding would cost O(N^2).
-* ``"shift"``: shape [N, D, ...] like slots, for graphs that are invariant under
-  translation of the node index on a grid (``grid``: (N,) for circulant graphs such as
-  rings, multiplex rings, exponential and complete graphs; (rows, cols) for a torus).
-  Slot s of *every* node i holds the neighbour i + o_s (mod the grid) for a fixed
-  offset o_s (:attr:`Topology.shift_offsets`), so neighbour values and the exchange
-  are static ``roll``s along the node axis (no gather, no scatter, no padding).
-
-``layout="auto"`` picks slots when padding adds at most 25 % to 2E; ``layout="fast"``
-picks shift where the graph allows it and otherwise what ``"auto"`` picks. Memory is
-O(N + E) for the index arrays; :meth:`Topology.adjacency` builds the dense [N, N]
+Per-edge state (duals z_{i|j}, received models) is stored in a *layout*
+(:mod:`ecl_jax.layouts`: ``"shift"``, ``"slots"``, ``"edges"``), an object the topology
+holds as :attr:`Topology.layout`; ``layout="auto"`` (the default) picks the fastest correct
+one: shift (static rolls) on graphs invariant under translations of the node grid (rings,
+tori, circulant graphs), slots when padding adds at most 25 % to 2E, else the edge list
+(docs/design.md#per-edge-layouts). Memory is O(N + E) for the index arrays; :meth:`Topology.adjacency` builds the dense [N, N]
 view only on request. Every constructor first estimates the graph's size and refuses
 one beyond :data:`MAX_NODES` nodes or :data:`MAX_DIRECTED_EDGES` directed edges (a
 :class:`TopologyError` with the numbers) before allocating anything.
@@ -37,15 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
 
 import jax
 import numpy as np
 
-from ecl_jax.errors import UserError
+from ecl_jax import layouts
+from ecl_jax.errors import TopologyError
+from ecl_jax.validation import check_int
 
-Layout = Literal["slots", "edges", "shift"]
-LAYOUTS: tuple[str, ...] = ("auto", "fast", "slots", "edges", "shift")
+LAYOUTS: tuple[str, ...] = layouts.LAYOUT_NAMES
 
 __all__ = [
     "Topology",
@@ -67,10 +55,6 @@ __all__ = [
     "MAX_DIRECTED_EDGES",
     "estimate_size",
 ]
-
-
-class TopologyError(UserError, ValueError):
-    """An invalid communication graph; the message names the offending node or edge."""
 
 
 #: Largest graph the constructors build: N nodes ...
@@ -128,7 +112,7 @@ class Topology:
     undirected: np.ndarray  # [2E] int32, index into edges
     degree: np.ndarray  # [N] int32
     offsets: np.ndarray  # [N + 1] int32, CSR row pointer
-    layout: Layout
+    layout: "layouts.EdgeLayout"  # how per-edge state is stored (ecl_jax.layouts)
     name: str = "graph"
     grid: tuple[int, ...] | None = None  # node-index grid for the shift layout; None = (N,)
 
@@ -154,39 +138,20 @@ class Topology:
     @property
     def edge_state_shape(self) -> tuple[int, ...]:
         """Leading shape of per-directed-edge arrays in this topology's layout."""
-        if self.layout in ("slots", "shift"):
-            return (self.n_nodes, self.max_degree)
-        return (self.n_directed,)
+        return self.layout.edge_shape
 
     def __repr__(self) -> str:
         return (
             f"Topology(name={self.name!r}, n_nodes={self.n_nodes}, n_edges={self.n_edges}, "
-            f"degree=[{self.degree.min()}..{self.degree.max()}], layout={self.layout!r})"
+            f"degree=[{self.degree.min()}..{self.degree.max()}], layout={self.layout.name!r})"
         )
 
-    def with_layout(self, layout: Layout | str) -> "Topology":
-        """The same graph with per-edge state stored in ``layout``."""
-        return dataclasses.replace(self, layout=_check_layout(layout, self))
-
-    # ------------------------------------------------------ slot bookkeeping
-    @property
-    def slot_index(self) -> np.ndarray:
-        """[N, D] int32: directed-edge index held in slot (i, s); 2E for padding."""
-        return _cached(self, "_slot_index", self._build_slots)
-
-    def _build_slots(self) -> np.ndarray:
-        n, d = self.n_nodes, self.max_degree
-        if self.layout == "shift":
-            # slot s of node i holds the directed edge (i -> i + o_s); keys src*N + dst are
-            # sorted in CSR order, so a search finds each edge's index.
-            nbr = self.shift_neighbors
-            keys = self.src.astype(np.int64) * n + self.dst
-            want = np.arange(n, dtype=np.int64)[:, None] * n + nbr
-            return np.searchsorted(keys, want).astype(np.int32)
-        idx = np.full((n, d), self.n_directed, dtype=np.int32)
-        pos = np.arange(self.n_directed) - self.offsets[self.src]
-        idx[self.src, pos] = np.arange(self.n_directed, dtype=np.int32)
-        return idx
+    def with_layout(self, layout: str) -> "Topology":
+        """The same graph with per-edge state stored in ``layout`` (a name of
+        :data:`ecl_jax.layouts.LAYOUT_NAMES`; "auto" = the fastest correct choice)."""
+        topo = dataclasses.replace(self, layout=None)
+        object.__setattr__(topo, "layout", layouts.build(layout, topo))
+        return topo
 
     # ----------------------------------------------------- shift structure
     @property
@@ -196,135 +161,27 @@ class Topology:
 
     @property
     def shift_offsets(self) -> np.ndarray | None:
-        """[D, len(node_grid)] int offsets o_s with neighbour(i, s) = i + o_s on the grid
-        (each coordinate in [0, grid size)), or None when the graph is not invariant
-        under grid translations (then the shift layout is unavailable)."""
-        return _cached(self, "_shift_offsets", self._find_shifts)
+        """[D, len(node_grid)] offsets o_s with neighbour(i, s) = i + o_s on the grid, or None
+        when the graph is not invariant under grid translations (no shift layout)."""
+        return _cached(self, "_shift_offsets", lambda: layouts.find_shift_offsets(self))
 
     @property
     def supports_shift(self) -> bool:
-        """Whether :attr:`shift_offsets` exists (the ``"shift"`` layout is available)."""
+        """Whether the ``"shift"`` layout is available for this graph."""
         return self.shift_offsets is not None
 
-    @property
-    def shift_reverse_slot(self) -> np.ndarray:
-        """[D] slot s' with o_{s'} = -o_s: the slot in which neighbour i + o_s holds i."""
-        def build():
-            off, g = self._require_shift(), np.asarray(self.node_grid)
-            key = [tuple(o) for o in off.tolist()]
-            return np.array([key.index(tuple(((-o) % g).tolist())) for o in off], np.int32)
-
-        return _cached(self, "_shift_reverse_slot", build)
-
-    @property
-    def shift_neighbors(self) -> np.ndarray:
-        """[N, D] neighbour index held in each shift slot."""
-        def build():
-            off, g = self._require_shift(), np.asarray(self.node_grid)
-            coords = np.stack(np.unravel_index(np.arange(self.n_nodes), tuple(g)), 1)  # [N, k]
-            nbr = (coords[:, None, :] + off[None, :, :]) % g  # [N, D, k]
-            return np.ravel_multi_index(tuple(np.moveaxis(nbr, -1, 0)), tuple(g)).astype(np.int32)
-
-        return _cached(self, "_shift_neighbors", build)
-
-    def _require_shift(self) -> np.ndarray:
-        off = self.shift_offsets
-        if off is None:
-            raise TopologyError(
-                f"{self.name} is not invariant under translations of the node grid {self.node_grid}: "
-                "the shift layout needs every node i to have the neighbours i + o_s for the same offsets o_s"
-            )
-        return off
-
-    def _find_shifts(self) -> np.ndarray | None:
-        g = np.asarray(self.node_grid)
-        if int(np.prod(g)) != self.n_nodes or not self.is_regular:
-            return None
-        cs = np.stack(np.unravel_index(self.src, tuple(g)), 1)
-        cd = np.stack(np.unravel_index(self.dst, tuple(g)), 1)
-        delta = (cd - cs) % g  # [2E, k] offset of every directed edge
-        codes = np.ravel_multi_index(tuple(delta.T), tuple(g))
-        d = self.max_degree
-        # every node must see the same offset set; CSR order groups edges by source
-        per_node = np.sort(codes.reshape(self.n_nodes, d), axis=1)
-        if not (per_node == per_node[:1]).all() or len(np.unique(per_node[0])) != d:
-            return None
-        base = per_node[0]
-        # slot order: smallest offset first in the last grid axis's "distance"; canonical
-        # order is increasing code, i.e. +1 before -1 = N-1 on a ring.
-        return np.stack(np.unravel_index(base, tuple(g)), 1).astype(np.int64)
-
-    @property
-    def slot_valid(self) -> np.ndarray:
-        """[N, D] bool: which slots hold a real edge."""
-        return self.slot_index < self.n_directed
-
-    def _layout_from_directed(self, values: np.ndarray, fill: Any) -> np.ndarray:
-        """Arrange a per-directed-edge NumPy array [2E, ...] in this layout."""
-        if self.layout == "edges":
-            return values
-        if self.layout == "shift":
-            return values[self.slot_index]
-        padded = np.concatenate(
-            [values, np.full((1,) + values.shape[1:], fill, dtype=values.dtype)]
-        )
-        return padded[self.slot_index]
-
-    def edge_array(self, name: str) -> np.ndarray:
-        """Static per-edge arrays in layout shape.
-
-        ``name`` is one of ``"sign"`` (0 on padding), ``"valid"``, ``"undirected"``
-        (E on padding), ``"dst"`` (own node on padding), ``"src"``, ``"reverse"``
-        (flat layout index of the opposite direction; padding maps to itself),
-        ``"position"`` (rank of the neighbour among the source's neighbours).
-        """
-        return _cached(self, "_edge_array_" + name, lambda: self._build_edge_array(name))
-
-    def _build_edge_array(self, name: str) -> np.ndarray:
-        if name == "sign":
-            return self._layout_from_directed(self.sign, 0.0)
-        if name == "valid":
-            return self._layout_from_directed(np.ones(self.n_directed, bool), False)
-        if name == "undirected":
-            return self._layout_from_directed(self.undirected, self.n_edges)
-        if name == "src":
-            return self._layout_from_directed(self.src, 0) if self.layout == "edges" else (
-                np.broadcast_to(np.arange(self.n_nodes)[:, None], self.edge_state_shape).copy()
-            )
-        if name == "dst":
-            if self.layout == "edges":
-                return self.dst
-            own = np.broadcast_to(np.arange(self.n_nodes)[:, None], self.edge_state_shape)
-            return np.where(self.slot_valid, self._layout_from_directed(self.dst, 0), own)
-        if name == "position":
-            return self._layout_from_directed(
-                (np.arange(self.n_directed) - self.offsets[self.src]).astype(np.int32), 0
-            )
-        if name == "reverse":
-            if self.layout == "edges":
-                return self.reverse
-            # Position in the flattened [N*D] slot array of the opposite direction.
-            flat_of_directed = np.empty(self.n_directed, np.int64)
-            flat_of_directed[self.slot_index[self.slot_valid]] = np.flatnonzero(self.slot_valid)
-            rev = np.arange(self.n_nodes * self.max_degree)
-            valid = self.slot_valid.reshape(-1)
-            rev[valid] = flat_of_directed[self.reverse[self.slot_index.reshape(-1)[valid]]]
-            return rev.reshape(self.edge_state_shape).astype(np.int32)
-        raise KeyError(f"unknown edge array {name!r}")
-
     # --------------------------------------------------- array conversions
+    def edge_array(self, name: str) -> np.ndarray:
+        """Static per-edge arrays in layout shape (:meth:`ecl_jax.layouts.EdgeLayout.edge_array`)."""
+        return self.layout.edge_array(name)
+
     def to_directed(self, edge_state: jax.Array | np.ndarray) -> np.ndarray:
         """Layout-shaped per-edge values -> canonical [2E, ...] CSR order (NumPy)."""
-        x = np.asarray(edge_state)
-        if self.layout == "edges":
-            return x
-        return x.reshape((-1,) + x.shape[2:])[np.flatnonzero(self.slot_valid.reshape(-1))][
-            np.argsort(self.slot_index[self.slot_valid], kind="stable")
-        ]
+        return self.layout.to_directed(edge_state)
 
     def from_directed(self, values: jax.Array | np.ndarray, fill: float = 0.0) -> np.ndarray:
         """Canonical [2E, ...] per-edge values -> this layout (NumPy, padding = fill)."""
-        return self._layout_from_directed(np.asarray(values), fill)
+        return self.layout.from_directed(np.asarray(values), fill)
 
     def directed_index(self, i: int, j: int) -> int:
         """Index of directed edge (i -> j) in canonical CSR order."""
@@ -360,19 +217,6 @@ def _cached(topo: Topology, key: str, build):
     return cache[key]
 
 
-def _check_layout(layout: str, topo: Topology) -> Layout:
-    if layout == "fast":
-        return "shift" if topo.supports_shift else _check_layout("auto", topo)
-    if layout == "auto":
-        padded = topo.n_nodes * topo.max_degree
-        return "slots" if padded <= 1.25 * topo.n_directed else "edges"
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(repr(x) for x in LAYOUTS)}, got {layout!r}")
-    if layout == "shift":
-        topo._require_shift()
-    return layout  # type: ignore[return-value]
-
-
 # --------------------------------------------------------------------------
 # Construction and validation
 # --------------------------------------------------------------------------
@@ -394,9 +238,7 @@ def from_edges(
     ``allow_duplicates``) and a disconnected graph. ``grid`` (e.g. (rows, cols) for a
     torus) is the node-index grid the ``"shift"`` layout translates on; default (N,).
     """
-    if isinstance(n_nodes, bool) or not isinstance(n_nodes, (int, np.integer)):
-        raise TopologyError(f"n_nodes must be an integer >= 2, got {n_nodes!r}")
-    n = int(n_nodes)
+    n = check_int("n_nodes", n_nodes, error=TopologyError)
     if n < 2:
         raise TopologyError(f"a communication graph needs at least 2 nodes, got n_nodes={n}")
     try:
@@ -468,7 +310,7 @@ def from_edges(
         undirected=und.astype(np.int32),
         degree=degree,
         offsets=offsets.astype(np.int32),
-        layout="edges",
+        layout=None,
         name=name,
         grid=None if grid is None else tuple(int(g) for g in grid),
     )
@@ -549,9 +391,7 @@ def from_networkx(graph, *, name: str | None = None, layout: str = "auto") -> To
 
 
 def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise TopologyError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(name, value, minimum=minimum, error=TopologyError)
 
 
 def ring(n: int, *, layout: str = "auto") -> Topology:

@@ -52,9 +52,11 @@ print("ecl_jax", ecl_jax.__version__, "| jax", jax.__version__, "| backend:", ja
 # order with their sign $A_{i|j} = +1$ if $i < j$ else $-1$. The consensus constraint
 # of edge (i, j) is $A_{i|j} w_i + A_{j|i} w_j = 0$, i.e. $w_i = w_j$.
 #
-# Per-edge state (the duals $z_{i|j}$ below) is stored in a *layout*: `"slots"`
-# ([N, max degree, ...], dense sums) or `"edges"` ([2E, ...], segment sums; for skewed
-# degrees). `layout="auto"` picks one.
+# Per-edge state (the duals $z_{i|j}$ below) is stored in a *layout*, an object the
+# topology holds (`ecl_jax.layouts`): `"shift"` ([N, max degree, ...] by grid offset:
+# static rolls of the node axis, for rings, tori and other translation-invariant graphs),
+# `"slots"` ([N, max degree, ...], gathers and dense sums) or `"edges"` ([2E, ...], segment
+# sums; for skewed degrees). `layout="auto"` (the default) picks the fastest that fits.
 
 # %%
 N = 8
@@ -62,7 +64,7 @@ topo = topology.ring(N)
 print(topo)
 print("undirected edges:", topo.edges.tolist())
 print("neighbours of node 0:", topo.neighbors(0).tolist(), "| degrees:", topo.degree.tolist())
-print("per-edge state: layout", repr(topo.layout), "-> leading shape", topo.edge_state_shape)
+print("per-edge state:", topo.layout, "-> leading shape", topo.edge_state_shape)
 for i, j in [(0, 1), (1, 0), (0, 7), (7, 0)]:
     print(f"A_{{{i}|{j}}} = {topo.sign[topo.directed_index(i, j)]:+.0f}")
 
@@ -75,7 +77,7 @@ others = {
     "ICML21 random": topology.icml21_random(),
 }
 for name, t in others.items():
-    print(f"{name:>15}: |E| = {t.n_edges:2d}, degrees {sorted(set(t.degree.tolist()))}, layout {t.layout!r}")
+    print(f"{name:>15}: |E| = {t.n_edges:2d}, degrees {sorted(set(t.degree.tolist()))}, layout {t.layout.name!r}")
 
 fig, axes = plt.subplots(1, 3, figsize=(9, 3))
 for ax, (name, t) in zip(axes, [("ring", topo), ("multiplex ring", others["multiplex ring"]),
@@ -134,7 +136,7 @@ def eval_fn(node_params, test):
 # %% [markdown]
 # ## 4. The algorithms
 #
-# **ECL-PDMM** (the linearised PDMM step of `ecl_jax/algorithms/ecl.py`). Node $i$ holds its model
+# **ECL-PDMM** (the linearised PDMM step of `ecl_jax/algorithms/edge_consensus.py`). Node $i$ holds its model
 # $w_i$ and, for every neighbour $j$, a dual variable $z_{i|j}$ (initialised to 0). With
 # a stochastic gradient $g_i^t$ of its local loss $f_i$ at $w_i^t$, step size
 # $1/\mu$ and penalty $\eta$, one step is
@@ -237,22 +239,20 @@ for name, (carry, _) in results.items():
 # primal equation gives $\nabla f_i(w_i) = \eta \big(\sum_j A_{i|j} z_{i|j} -
 # |\mathcal N(i)|\, w_i\big) =: c_i$: the dual term cancels node $i$'s own gradient,
 # which is how a node can sit at the *global* optimum although its local data pull it
-# elsewhere. We compute $c_i$ with the communication primitives of
-# `ecl_jax.graph_ops` (`edge_weights` for $A_{i|j}$, `sum_edges` for
-# $\sum_j$) and compare it with each node's full local gradient. After 300 noisy,
-# asynchronous steps the two already point the same way (cosine near 1).
+# elsewhere. We compute $c_i$ with a verb of ECL's duals (`EdgeDuals.signed_sum` for
+# $\sum_j A_{i|j} z_{i|j}$) and compare it with each node's full local gradient. After
+# 300 noisy, asynchronous steps the two already point the same way (cosine near 1).
 
 # %%
 state = results["ecl-pdmm"][0].state  # ECLState(params, duals, ...)
-# ECL stores each edge's two duals as (z_{i|j} + z_{j|i}, z_{i|j} - z_{j|i}) (in-place
-# exchange); .directed gives z_{i|j} per directed edge in the topology's layout.
-state = state.directed(topo)
-print("state fields:", state._fields, "| dual shapes:", jax.tree_util.tree_map(jnp.shape, state.duals))
-sign = gops.edge_weights(topo, "sign")
+# The duals are an EdgeDuals: each edge's two duals stored once, as (z_{i|j} + z_{j|i},
+# z_{i|j} - z_{j|i}) (an in-place exchange); .directed() gives z_{i|j} per directed edge.
+print("state fields:", state._fields, "|", state.duals)
+print("z_{i|j} shapes:", jax.tree_util.tree_map(jnp.shape, state.duals.directed()))
 deg = jnp.asarray(topo.degree, jnp.float32)
 eta = 1.0
 correction = jax.tree_util.tree_map(
-    lambda z, w: eta * (gops.sum_edges(topo, z, sign) - gops.expand(deg, w) * w), state.duals, state.params)
+    lambda a, w: eta * (a - gops.expand(deg, w) * w), state.duals.signed_sum(), state.params)
 
 def full_local_loss(p, x, y, n):  # f_i on all of node i's rows (padding masked out)
     return jnp.where(jnp.arange(x.shape[0]) < n, loss_fn(p, x, y, None), 0.0).sum() / n
@@ -265,7 +265,7 @@ print("cos(c_i, grad f_i(w_i)) per node:", cosine.round(2))
 print("||c_i||:", np.linalg.norm(c, axis=1).round(2), "\n||grad f_i||:", np.linalg.norm(g, axis=1).round(2))
 
 # The duals of one edge, in the canonical directed-edge order:
-z = topo.to_directed(state.duals["fc"]["kernel"])  # [2E, 784, 10]
+z = topo.to_directed(state.duals.directed()["fc"]["kernel"])  # [2E, 784, 10]
 for j in topo.neighbors(node):
     print(f"||z_{{{node}|{j}}}|| = {np.linalg.norm(z[topo.directed_index(node, j)]):.2f}, "
           f"||z_{{{j}|{node}}}|| = {np.linalg.norm(z[topo.directed_index(j, node)]):.2f}")

@@ -10,7 +10,7 @@ not from ecl_jax: the only thing taken from a ``Topology`` is its neighbour list
 * an edge mask is indexed like the sorted list of undirected edges (u < v), a node mask
   by node.
 
-Semantics (docs/algorithms.md#mask-semantics, ecl.py/baselines.py docstrings):
+Semantics (docs/algorithms.md#mask-semantics, edge_consensus.py/baselines.py docstrings):
 an undirected edge exchanges only when it is active AND both end nodes are active; an
 inactive node keeps its whole state (model, optimiser state, duals, trackers).
 """
@@ -20,7 +20,10 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import jax
 import numpy as np
+
+from ecl_jax.duals import is_duals
 
 Tree = dict  # leaf name -> np.ndarray (one node's model)
 
@@ -536,10 +539,16 @@ def random_masks(topology, steps: int, seed: int, p_edge: float = 0.5, p_node: f
     )
 
 
+def directed_duals(state):
+    """``state`` with every :class:`~ecl_jax.duals.EdgeDuals` replaced by its directed values
+    z_{i|j} in the topology's edge layout (recognised by type)."""
+    return jax.tree_util.tree_map(lambda x: x.directed() if is_duals(x) else x, state, is_leaf=is_duals)
+
+
 def jax_view(algorithm, state, topology, directed=None) -> dict:
     """Named parts of an ecl_jax state as float64 NumPy dicts; per-edge parts in canonical
-    (src, dst) order via ``topology.to_directed``. ``directed``: the function that turns an
-    ECL state's pair-stored duals into the edge layout (default ``state.directed``; pass a
+    (src, dst) order via ``topology.to_directed``. ``directed``: the function that turns the
+    state's pair-stored duals into the edge layout (default :func:`directed_duals`; pass a
     jitted one to view long trajectories fast)."""
     def nodes(tree):
         return {k: np.asarray(v, np.float64) for k, v in tree.items()}
@@ -547,8 +556,7 @@ def jax_view(algorithm, state, topology, directed=None) -> dict:
     def edges(tree):
         return {k: np.asarray(topology.to_directed(v), np.float64) for k, v in tree.items()}
 
-    if hasattr(state, "directed"):  # ECL stores its duals per undirected edge
-        state = state.directed(topology) if directed is None else directed(state)
+    state = directed_duals(state) if directed is None else directed(state)
     out = {"params": nodes(algorithm.node_params(state))}
     for field, kind in (
         ("duals", edges),

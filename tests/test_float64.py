@@ -119,7 +119,7 @@ def run_reference(case: str, layout: str) -> dict:
     want = []
     nr.run_naive(naive, problem, edge_masks, node_masks, callback=lambda t, nv: want.append(nr.naive_view(nv)))
     worst = {"rel": 0.0, "dtype": None}
-    directed = jax.jit(lambda s: s.directed(topo))  # the eager conversion dominated the run time
+    directed = jax.jit(nr.directed_duals)  # the eager conversion dominated the run time
 
     def check(t, state):
         got = nr.jax_view(alg, state, topo, directed=directed)

@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 
 from ecl_jax import graph_ops as gops
+from ecl_jax.duals import is_duals
 from ecl_jax import topology as tp
+from ecl_jax.layouts.slots import UNROLL_SLOTS
 from ecl_jax.algorithms import dsgd, ecl_admm, ecl_pdmm, gossip, gradient_tracking, pairwise_gossip
 
 SHIFT_TOPOS = {
@@ -40,7 +42,7 @@ SHIFT_TOPOS = {
 @pytest.mark.parametrize("name", list(SHIFT_TOPOS))
 def test_shift_slots_hold_translated_neighbours(name):
     topo = SHIFT_TOPOS[name]().with_layout("shift")
-    assert topo.layout == "shift" and topo.supports_shift
+    assert topo.layout.name == "shift" and topo.supports_shift
     grid = np.asarray(topo.node_grid)
     offsets = topo.shift_offsets
     assert topo.edge_state_shape == (topo.n_nodes, topo.max_degree) == (topo.n_nodes, len(offsets))
@@ -51,8 +53,8 @@ def test_shift_slots_hold_translated_neighbours(name):
         np.testing.assert_array_equal(dst[i], want)  # slot s of node i is i + o_s
         assert sorted(want) == topo.neighbors(i).tolist()  # and these are all its neighbours
     # the reverse slot holds the way back
-    rs = topo.shift_reverse_slot
-    nbr = topo.shift_neighbors
+    rs = topo.layout.reverse_slot
+    nbr = topo.layout.neighbors
     for s in range(len(offsets)):
         np.testing.assert_array_equal(nbr[nbr[:, s], rs[s]], np.arange(topo.n_nodes))
     # position keeps its meaning: rank of the neighbour in increasing order
@@ -70,11 +72,11 @@ def test_shift_layout_errors_and_fast_choice():
         tp.star(6, layout="shift")
     with pytest.raises(tp.TopologyError, match="not invariant under translations"):
         tp.icml21_random().with_layout("shift")
-    assert tp.ring(6, layout="fast").layout == "shift"
-    assert tp.torus(3, 3, layout="fast").layout == "shift"
-    assert tp.star(6, layout="fast").layout == "edges"  # falls back to "auto"
-    assert tp.icml21_random(layout="fast").layout == "edges"
-    assert tp.ring(6).layout == "slots"  # "auto" is unchanged
+    assert tp.ring(6, layout="fast").layout.name == "shift"  # "fast": the older name of "auto"
+    assert tp.torus(3, 3).layout.name == "shift"  # "auto": shift where the graph allows it
+    assert tp.star(6, layout="fast").layout.name == "edges"  # else slots or edges by padding
+    assert tp.icml21_random().layout.name == "edges"
+    assert tp.ring(6, layout="slots").layout.name == "slots"
     with pytest.raises(ValueError, match="layout must be one of"):
         tp.ring(6, layout="roll")
     # a torus numbered on its grid is not circulant in the flat index: the grid matters
@@ -118,7 +120,7 @@ def test_primitives_match_numpy_definition(name, layout):
 def test_unrolled_and_reduced_slot_sums_agree():
     # complete(40) has 39 slots: above the unroll threshold, so the reduce path is used.
     topo = tp.complete(40, layout="slots")
-    assert topo.max_degree > gops._UNROLL_SLOTS
+    assert topo.max_degree > UNROLL_SLOTS
     rng = np.random.default_rng(2)
     e_dir = rng.normal(size=(topo.n_directed, 4)).astype(np.float32)
     w_dir = rng.normal(size=topo.n_directed).astype(np.float32)
@@ -138,11 +140,14 @@ ALGORITHMS = {
 }
 
 
+def directed_duals(state):
+    return jax.tree_util.tree_map(lambda x: x.directed() if is_duals(x) else x, state, is_leaf=is_duals)
+
+
 def _edge_parts(state, topo):
     """Per-edge state leaves in canonical directed order (layout-independent)."""
     out = {}
-    if hasattr(state, "directed"):  # ECL stores its duals per undirected edge
-        state = state.directed(topo)
+    state = directed_duals(state)  # EdgeDuals (recognised by type) -> z_{i|j} per directed edge
     names = getattr(state, "_fields", ())
     for field in ("duals", "smoothed_duals", "received"):
         if field in names and getattr(state, field) is not None:
@@ -272,3 +277,18 @@ def test_steps_materialise_the_local_update_once(make):
     ea, na = jnp.ones(topo.n_edges, bool), jnp.ones(8, bool)
     hlo = jax.jit(lambda s, g: alg.step(s, g, topo, ea, na)).lower(state, params).compile().as_text()
     assert hlo.count(" conditional(") == 1
+
+
+def test_layout_is_a_config_field_and_a_cli_setting():
+    from ecl_jax.config import ConfigError, RunConfig, apply_overrides
+    from ecl_jax.registry import build_topology
+
+    assert RunConfig().layout == "auto"
+    assert build_topology(RunConfig()).layout.name == "shift"  # the default ring: the fastest correct layout
+    assert build_topology(RunConfig(topology="star")).layout.name == "edges"
+    for lay in ("shift", "slots", "edges"):
+        assert build_topology(apply_overrides(RunConfig(), [f"layout={lay}"])).layout.name == lay
+    with pytest.raises(ConfigError, match="unknown layout 'rolls'; valid: auto, shift, slots, edges"):
+        RunConfig(layout="rolls")
+    with pytest.raises(ConfigError, match="star16 is not invariant under translations.*layout='auto'"):
+        build_topology(RunConfig(topology="star", layout="shift"))

@@ -121,7 +121,7 @@ def test_dual_smoothing_breaks_symmetry(case):
 def relabel(topo, perm):
     """The same graph with node i renamed perm[i], in the same layout."""
     edges = [(int(perm[u]), int(perm[v])) for u, v in topo.edges]
-    return tp.from_edges(topo.n_nodes, edges, name=topo.name + "-relabelled", layout=topo.layout)
+    return tp.from_edges(topo.n_nodes, edges, name=topo.name + "-relabelled", layout=topo.layout.name)
 
 
 def relabel_masks(topo, new_topo, perm, edge_masks, node_masks):

@@ -14,6 +14,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
+from ecl_jax import layouts
 from ecl_jax import topology as tp
 
 
@@ -99,17 +100,25 @@ def test_paper_graph_sizes_and_degrees():
 
 
 def test_auto_layout_choice():
-    assert tp.ring(8).layout == "slots"
-    assert tp.multiplex_ring(8, 2).layout == "slots"
-    assert tp.torus(4, 5).layout == "slots"
-    assert tp.star(8).layout == "edges"  # padding N * D = 56 vs 2E = 14
+    # the fastest correct layout: shift on translation-invariant graphs ...
+    for topo in (tp.ring(8), tp.multiplex_ring(8, 2), tp.torus(4, 5), tp.exponential(16), tp.complete(5)):
+        assert isinstance(topo.layout, layouts.ShiftLayout) and topo.layout.name == "shift", topo
+    # ... else slots when padding adds <= 25 % to 2E, else the edge list
+    assert tp.random_regular(10, 3).layout.name == "slots"
+    assert tp.star(8).layout.name == "edges"  # padding N * D = 56 vs 2E = 14
     assert tp.star(8).edge_state_shape == (14,)
     assert tp.ring(8).edge_state_shape == (8, 2)
     # icml21_random: N * D = 32 vs 2E = 20 -> edge list
-    assert tp.icml21_random().layout == "edges"
-    assert tp.ring(8, layout="edges").layout == "edges"
+    assert isinstance(tp.icml21_random().layout, layouts.EdgeListLayout)
+    assert tp.ring(8, layout="edges").layout.name == "edges"
+    assert tp.ring(8, layout="fast").layout.name == "shift"  # the older name of "auto"
+    assert isinstance(tp.star(8, layout="slots").layout, layouts.SlotLayout)
     assert tp.star(8, layout="slots").edge_state_shape == (8, 7)
-    assert tp.ring(8).with_layout("edges").layout == "edges"
+    assert tp.ring(8).with_layout("edges").layout.name == "edges"
+    with pytest.raises(tp.TopologyError, match="not invariant under translations.*layout='auto'"):
+        tp.star(8, layout="shift")
+    with pytest.raises(tp.TopologyError, match="layout must be one of 'auto', 'shift', 'slots', 'edges'.*got 'ring'"):
+        tp.ring(8, layout="ring")
 
 
 def test_random_regular_is_regular_connected_and_seeded():
@@ -282,7 +291,9 @@ def test_large_ring_is_linear_memory_and_fast():
     limit = 10 * (topo.n_nodes + topo.n_edges)
     arrays = [v for v in vars(topo).values() if isinstance(v, np.ndarray)]
     arrays += [v for v in vars(topo).get("_cache", {}).values() if isinstance(v, np.ndarray)]
-    assert len(arrays) >= 10
+    arrays += [v for v in vars(topo.layout).values() if isinstance(v, np.ndarray)]  # the layout's index arrays
+    arrays += [v for v in topo.layout._cache.values() if isinstance(v, np.ndarray)]
+    assert len(arrays) >= 15
     for a in arrays:
         assert a.size <= limit, f"array of shape {a.shape} is not O(N + E)"
     # spot-check a far-away node

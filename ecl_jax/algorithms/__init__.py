@@ -1,6 +1,6 @@
 """Decentralised training rules as ``init``/``step`` pairs (see :mod:`ecl_jax.algorithms.base`)."""
 
-from ecl_jax.algorithms.base import Algorithm, keep_inactive, materialized
+from ecl_jax.algorithms.base import Algorithm, for_each_node, keep_inactive, materialized
 from ecl_jax.algorithms.baselines import (
     centralized,
     dsgd,
@@ -10,11 +10,22 @@ from ecl_jax.algorithms.baselines import (
     metropolis_hastings,
     pairwise_gossip,
 )
-from ecl_jax.algorithms.ecl import ECLConfig, ECLState, ecl, ecl_admm, ecl_isvr, ecl_pdmm, fan_in_scales, node_eta
+from ecl_jax.algorithms.edge_consensus import (
+    ECLConfig,
+    ECLState,
+    ecl,
+    ecl_admm,
+    ecl_isvr,
+    ecl_pdmm,
+    fan_in_scales,
+    node_eta,
+    step_coefficients,
+)
 
 __all__ = [
     "Algorithm",
     "keep_inactive",
+    "for_each_node",
     "materialized",
     "ECLConfig",
     "ECLState",
@@ -24,6 +35,7 @@ __all__ = [
     "ecl_isvr",
     "fan_in_scales",
     "node_eta",
+    "step_coefficients",
     "gossip",
     "pairwise_gossip",
     "dsgd",

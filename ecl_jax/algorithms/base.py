@@ -19,13 +19,13 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from ecl_jax.graph_ops import expand
+from ecl_jax.layouts import expand
 from ecl_jax.topology import Topology
 
 Params = Any
 State = Any
 
-__all__ = ["Algorithm", "keep_inactive", "materialized", "check_node_stacked", "check_masks", "constant_dtype"]
+__all__ = ["Algorithm", "keep_inactive", "for_each_node", "materialized", "check_node_stacked", "check_masks", "constant_dtype", "tree_constant_dtype"]
 
 
 class Algorithm(NamedTuple):
@@ -60,6 +60,12 @@ def constant_dtype(dtype: Any) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def tree_constant_dtype(tree: Any) -> jnp.dtype:
+    """:func:`constant_dtype` of the widest leaf of ``tree`` (float32 for an empty tree)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return constant_dtype(jnp.result_type(*leaves)) if leaves else jnp.dtype(jnp.float32)
+
+
 def keep_inactive(new: Any, old: Any, node_active: jax.Array) -> Any:
     """Per node: ``new`` where the node is active, ``old`` where it skipped the step.
 
@@ -78,17 +84,42 @@ def materialized(fn: Callable[..., Any], *args: Any, token: jax.Array) -> Any:
     copied every iteration. A conditional is a boundary XLA does not fuse across, so on
     the CPU backend ``fn`` runs as ``lax.cond(token >= 0, fn, fn, ...)``; ``token`` is a
     traced scalar the compiler cannot fold (the step counter, a gradient entry); both
-    branches compute ``fn``, so its value never matters. Measured on the 2-core CPU
-    (MLP 784-256-10, N = 64, whole engine step): ECL-PDMM 478 -> 563 node-steps/s on a
-    ring, 101 -> 137 on the exponential graph; the update alone with fixed gradients
-    (``experiments/profile_cpu.py``, duals in the sum/difference basis) 99 -> 42 ms.
-    Other backends get ``fn(*args)`` (not measured there: no GPU was lent to this
-    project yet; a conditional on a GPU costs a predicate transfer to the host).
+    branches compute ``fn``, so its value never matters. Rules call it through
+    :func:`for_each_node`; what it saves on the CPU is in BENCHMARKS.md ("What changed in
+    the code"). Other backends get ``fn(*args)`` (a conditional on a GPU costs a predicate
+    transfer to the host).
     """
     if jax.default_backend() != "cpu":
         return fn(*args)
     # Both branches compute fn, so the result is right whatever the predicate says.
     return jax.lax.cond(jnp.asarray(token) >= 0, fn, fn, *args)
+
+
+def for_each_node(fn: Callable[..., Any], *args: Any, node_active: jax.Array | None = None, keep: Any = None) -> Any:
+    """``vmap(fn)(*args)``: ``fn`` is ONE node's local update, written for unstacked arguments
+    (its model, its gradient, its eta_i, ...); every leaf of ``args`` has the node axis first.
+
+    With ``node_active`` [N] and ``keep`` (a tree shaped like the result, e.g. the current
+    params), a node where ``node_active`` is False returns its ``keep`` leaves instead.
+
+    The result is computed once into buffers of its own (:func:`materialized`): the exchange
+    that reads it at other nodes' positions then neither recomputes it nor stops the duals
+    from updating in place. Use it for the local update of every rule. An argument may be a
+    function of no arguments returning a node-stacked tree (``duals.signed_sum``): it is
+    evaluated inside that boundary, so its result feeds the update without being stored.
+    """
+
+    lazy = {i: a for i, a in enumerate(args) if callable(a)}
+    arrays = [a for a in args if not callable(a)]
+
+    def local(active, keep, *arrays):
+        given = iter(arrays)
+        new = jax.vmap(fn)(*(lazy[i]() if i in lazy else next(given) for i in range(len(args))))
+        return new if keep is None else keep_inactive(new, keep, active)
+
+    token = jax.tree_util.tree_leaves(arrays)[0].reshape(-1)[0]
+    active = jnp.ones((), bool) if node_active is None else node_active
+    return materialized(local, active, keep, *arrays, token=token)
 
 
 def check_node_stacked(params: Params, topology: Topology, what: str = "params") -> None:

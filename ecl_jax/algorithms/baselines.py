@@ -17,6 +17,11 @@ Every baseline takes an optax ``GradientTransformation`` as the local optimiser
 * :func:`centralized` - one model trained on the union: the mean over nodes of their
   minibatch gradients (= the gradient of the concatenated batch) drives one optax update.
 
+The per-node reading of each step (one node, one neighbour at a time, in NumPy float64) is
+in ``tests/naive_reference.py`` (``NaiveGossip``, ``NaivePairwiseGossip``, ``NaiveDSGD``,
+``NaiveGradientTracking``, ``NaiveLocal``, ``NaiveCentralized``), which the tests hold
+these steps to.
+
 Received models start as the neighbours' initial models (all equal when the nodes
 start from one model, as in both papers' code). Inactive nodes keep their whole state
 and edges touching them do not exchange.
@@ -39,8 +44,9 @@ from ecl_jax.algorithms.base import (
     check_masks,
     check_node_stacked,
     constant_dtype,
+    for_each_node,
     keep_inactive,
-    materialized,
+    tree_constant_dtype,
 )
 from ecl_jax.topology import Topology
 
@@ -125,10 +131,14 @@ def _local_update(tx, params, grads, opt_state):
     return optax.apply_updates(params, updates), opt_state
 
 
-def _token(grads) -> jax.Array:
-    """A traced scalar for :func:`materialized` (these states carry no step counter; the
-    masks may be constants the compiler folds, the gradients never are)."""
-    return jax.tree_util.tree_leaves(grads)[0].reshape(-1)[0]
+def _sgd_step(tx):
+    """One node's optimiser step ``(w, g, opt) -> (w', opt')`` (for :func:`for_each_node`)."""
+
+    def local(w, g, opt):
+        updates, opt = tx.update(g, opt, w)
+        return optax.apply_updates(w, updates), opt
+
+    return local
 
 
 def _init_opt(tx, params):
@@ -182,12 +192,8 @@ def gossip(lr: float | None = None, *, optimizer: optax.GradientTransformation |
     def step(state, grads, topology, edge_active, node_active):
         check_masks(topology, edge_active, node_active)
 
-        def local(params, grads, opt_state, node_active):
-            half, opt = _local_update(tx, params, grads, opt_state)
-            return keep_inactive(half, params, node_active), keep_inactive(opt, opt_state, node_active)
-
-        # The mix reads half at the neighbours' positions: materialise it once.
-        half, opt = materialized(local, state.params, grads, state.opt_state, node_active, token=_token(grads))
+        half, opt = for_each_node(_sgd_step(tx), state.params, grads, state.opt_state,
+                                  node_active=node_active, keep=(state.params, state.opt_state))
         active = gops.edge_mask(topology, edge_active, node_active)
         return OptState(_mix(topology, half, _mh_weights(topology, active)), opt)
 
@@ -195,22 +201,26 @@ def gossip(lr: float | None = None, *, optimizer: optax.GradientTransformation |
 
 
 def _received_algorithm(name, tx, lr, combine):
+    """Local step, then w_i <- combine(w_i, received) (stale neighbour copies); copies refresh
+    on the edges that exchange. ``combine(topology, dtype)`` gives (c_i [N], weights on the
+    edges): w_i <- c_i w_i + sum_j weight_{i|j} w_j^recv."""
+
     def init(params, topology):
         check_node_stacked(params, topology)
         return ReceivedState(params, _init_opt(tx, params), gops.tree_neighbor_values(topology, params))
 
     def step(state, grads, topology, edge_active, node_active):
         check_masks(topology, edge_active, node_active)
+        own, weights = combine(topology, tree_constant_dtype(state.params))
+        local = _sgd_step(tx)
 
-        def local(params, grads, opt_state, received, node_active):
-            half, opt = _local_update(tx, params, grads, opt_state)
-            new = jax.tree_util.tree_map(lambda w, r: combine(topology, w, r), half, received)
-            return keep_inactive(new, params, node_active), keep_inactive(opt, opt_state, node_active)
+        def update(w, g, opt, c, r):  # node i: local step, then c_i w_i + sum_j weight_{i|j} w_j^recv
+            w, opt = local(w, g, opt)
+            return jax.tree_util.tree_map(lambda a, b: c.astype(a.dtype) * a + b, w, r), opt
 
-        # The received copies read new at the neighbours' positions: materialise it once.
-        new, opt = materialized(
-            local, state.params, grads, state.opt_state, state.received, node_active, token=_token(grads)
-        )
+        mixed_received = lambda: jax.tree_util.tree_map(lambda r: gops.sum_edges(topology, r, weights), state.received)
+        new, opt = for_each_node(update, state.params, grads, state.opt_state, own, mixed_received,
+                                 node_active=node_active, keep=(state.params, state.opt_state))
         active = gops.edge_mask(topology, edge_active, node_active)
         received = jax.tree_util.tree_map(
             lambda r, w: jnp.where(gops.expand(active, r), gops.neighbor_values(topology, w), r),
@@ -226,13 +236,11 @@ def pairwise_gossip(lr: float | None = 0.05, *, optimizer=None, name: str = "pai
     """KDD20 code's asynchronous gossip: sequential halving with stale received models."""
     tx = _make_optimizer(lr, optimizer)
 
-    def combine(topology, w, r):
-        dt = constant_dtype(w.dtype)
+    def combine(topology, dt):  # w_i / 2^d + sum_s w_{j_s}^recv / 2^(d - s)
         deg = jnp.asarray(topology.degree, dt)
         pos = gops.edge_weights(topology, "position", dt)
-        d_src = gops.broadcast_to_edges(topology, deg)
-        weights = jnp.where(gops.edge_weights(topology, "valid") > 0, 2.0 ** (pos - d_src), 0.0)
-        return gops.expand(2.0 ** (-deg), w).astype(w.dtype) * w + gops.sum_edges(topology, r, weights)
+        weights = jnp.where(gops.edge_weights(topology, "valid") > 0, 2.0 ** (pos - gops.broadcast_to_edges(topology, deg)), 0.0)
+        return 2.0 ** (-deg), weights
 
     return _received_algorithm(name, tx, lr, combine)
 
@@ -241,9 +249,9 @@ def dsgd(lr: float | None = None, *, optimizer=None, name: str = "dsgd") -> Algo
     """ICML21 code's DSGD: uniform 1/(|N(i)|+1) averaging with stale received models."""
     tx = _make_optimizer(lr, optimizer)
 
-    def combine(topology, w, r):
-        deg = jnp.asarray(topology.degree, constant_dtype(w.dtype))
-        return (w + gops.sum_edges(topology, r)) / gops.expand(deg + 1.0, w).astype(w.dtype)
+    def combine(topology, dt):  # (w_i + sum_j w_j^recv) / (|N(i)| + 1)
+        inv = 1.0 / (jnp.asarray(topology.degree, dt) + 1.0)
+        return inv, gops.edge_weights(topology, "valid", dt) * gops.broadcast_to_edges(topology, inv)
 
     return _received_algorithm(name, tx, lr, combine)
 

@@ -9,9 +9,13 @@ One core (docs/algorithms.md#linearised-pdmm-step): for node i, with mu = 1/lr,
 
 theta = 1 is PDMM (Peaceman-Rachford), theta = 1/2 ADMM (Douglas-Rachford). The duals
 of each undirected edge {a, b} are stored as u = z_{a|b} + z_{b|a}, v = z_{a|b} - z_{b|a}
-(:mod:`ecl_jax.edge_pairs`), where the exchange is elementwise and updates in place:
+(:class:`ecl_jax.duals.EdgeDuals`), where the exchange is elementwise and updates in place:
 
     u <- u + 2 theta A_{a|b} (w_b - w_a),   v <- (1 - 2 theta) v + 2 theta A_{a|b} (w_a + w_b)
+
+The step below is these equations in order: coefficients, zbar, the primal of every node
+(:func:`~ecl_jax.algorithms.base.for_each_node`, one node's update written for one node),
+the exchange on the edges whose two ends are active, the received models.
 
 The variants differ only in static settings:
 
@@ -41,17 +45,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ecl_jax import edge_pairs as ep
 from ecl_jax import graph_ops as gops
-from ecl_jax.algorithms.base import (
-    Algorithm,
-    check_masks,
-    check_node_stacked,
-    constant_dtype,
-    keep_inactive,
-    materialized,
-)
+from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, constant_dtype, for_each_node, keep_inactive
+from ecl_jax.duals import EdgeDuals
+from ecl_jax.layouts import expand
 from ecl_jax.topology import Topology
+from ecl_jax.validation import is_int
 
 __all__ = [
     "ECLConfig",
@@ -62,6 +61,7 @@ __all__ = [
     "ecl_isvr",
     "fan_in_scales",
     "node_eta",
+    "step_coefficients",
 ]
 
 ETA_RULES = ("constant", "degree", "isvr_paper", "isvr_code")
@@ -76,29 +76,19 @@ LearningRate = float | Callable[[jax.Array], jax.Array]
 class ECLState(NamedTuple):
     """State of every ECL variant.
 
-    params: node models w [N, ...]; duals: z_{i|j} per undirected edge in the
-    sum/difference basis (:mod:`ecl_jax.edge_pairs`: u = z_{a|b} + z_{b|a},
-    v = z_{a|b} - z_{b|a}; the exchange is then in place), each leaf
-    [*edge_pairs.pair_shape(topology), 2, P_leaf] (u at 0, v at 1; the leaf's parameters
-    flattened); smoothed_duals: zbar in the
-    topology's edge layout (only with ``dual_smoothing``, else None); received: last neighbour
-    models w_j^recv in the topology's edge layout (only with rho > 0, else None);
-    count: step counter. :meth:`directed` gives the duals as z_{i|j} per directed edge.
+    params: node models w [N, ...]; duals: z_{i|j} as :class:`~ecl_jax.duals.EdgeDuals`
+    (pair-stored; ``duals.directed()`` gives them per directed edge); smoothed_duals: zbar_{i|j}
+    in the topology's edge layout (only with ``dual_smoothing``, else None; a node keeps its
+    own exactly while inactive);
+    received: the last neighbour models w_j^recv in the topology's edge layout (only with
+    rho > 0, else None); count: step counter.
     """
 
     params: Any
-    duals: Any
+    duals: EdgeDuals
     smoothed_duals: Any
     received: Any
     count: jax.Array
-
-    def directed(self, topology: Topology) -> "ECLState":
-        """This state with ``duals`` as z_{i|j} in ``topology``'s edge layout
-        ([*topology.edge_state_shape, ...]; ``topology.to_directed`` then gives canonical
-        (src, dst) order), the form of docs/algorithms.md#per-node-and-per-edge-variables."""
-        lead = topology.edge_state_shape
-        z = ep.tree_to_layout(topology, self.duals)
-        return self._replace(duals=jax.tree_util.tree_map(lambda a, w: a.reshape(lead + w.shape[1:]), z, self.params))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +129,7 @@ class ECLConfig:
             raise ValueError(f"eta_rule must be one of {ETA_RULES}, got {self.eta_rule!r}")
         if self.eta_rule.startswith("isvr"):
             min_k = 2 if self.eta_rule == "isvr_paper" else 1
-            if isinstance(self.K, bool) or not isinstance(self.K, int) or self.K < min_k:
+            if not is_int(self.K) or self.K < min_k:
                 raise ValueError(f"eta_rule={self.eta_rule!r} needs an integer K >= {min_k} (local steps per round), got K={self.K!r}")
         if self.gradient_coefficient and self.eta_rule != "isvr_code":
             raise ValueError(
@@ -183,6 +173,18 @@ def node_eta(
     return eta, rho, gcoef
 
 
+def step_coefficients(config: ECLConfig, topology: Topology, count: jax.Array, params: Any) -> dict:
+    """(mu, eta_i, rho_i, gcoef_i, |N(i)|), each [N], at step ``count`` for every constant dtype
+    of ``params``' leaves (by dtype name): a float64 leaf gets float64 constants, a float32
+    leaf float32 ones (:func:`~ecl_jax.algorithms.base.constant_dtype`)."""
+    out = {}
+    for dt in {constant_dtype(w.dtype) for w in jax.tree_util.tree_leaves(params)}:
+        lr = config.lr_at(count, dt)
+        eta, rho, gcoef = node_eta(config, topology, lr)
+        out[dt.name] = (jnp.full_like(eta, 1.0 / lr), eta, rho, gcoef, jnp.asarray(topology.degree, dt))
+    return out
+
+
 def fan_in_scales(params: Any, node_axis: bool = True) -> Any:
     """sqrt(fan_in) per parameter leaf, as the KDD20 code's "vs_metric".
 
@@ -217,126 +219,45 @@ def fan_in_scales(params: Any, node_axis: bool = True) -> Any:
 
 
 def ecl(config: ECLConfig) -> Algorithm:
-    """Build the ECL algorithm for ``config`` (see module docstring for the equations)."""
-    theta = float(config.theta)
-    use_rho = config.rho > 0
+    """The ECL algorithm for ``config``: the equations of the module docstring, step by step.
+    Per-node reading of the same step: ``tests/naive_reference.py`` (``NaiveECL.step``)."""
+    theta, use_rho, smoothing = float(config.theta), config.rho > 0, config.dual_smoothing
 
     def init(params, topology: Topology) -> ECLState:
         check_node_stacked(params, topology)
-        # Flat leaves [*pair_shape, 2, P_leaf]: the step works on them as they are (no
-        # reshape of the carried state; a reshape to [N, 1, 784, 256] made XLA:CPU pick
-        # a transposed layout for the ring's single pair column and copy it every step).
-        zeros = ep.tree_zeros(topology, params, flat=True)
-        smoothed = gops.tree_broadcast_to_edges(topology, params) if config.dual_smoothing else None
+        duals = EdgeDuals.zeros(topology, params)
+        zbar0 = gops.tree_broadcast_to_edges(topology, params) if smoothing else None  # zbar_{i|j} = w_i
         received = gops.tree_neighbor_values(topology, params) if use_rho else None
-        return ECLState(params, zeros, smoothed, received, jnp.zeros((), jnp.int32))
+        return ECLState(params, duals, zbar0, received, jnp.zeros((), jnp.int32))
 
     def step(state: ECLState, grads, topology: Topology, edge_active, node_active) -> ECLState:
         check_masks(topology, edge_active, node_active)
-        scales = (
-            fan_in_scales(state.params)
-            if config.fan_in_scaling
-            else jax.tree_util.tree_map(lambda _: 1.0, state.params)
-        )
-        # Work on flat leaves ([N, P_leaf], [edge axes..., P_leaf]; the duals are stored
-        # flat, [pair axes..., 2, P_leaf]): the update is elementwise per parameter, and
-        # XLA:CPU runs gathers and slot reductions on a contiguous trailing axis several
-        # times faster than on conv/dense kernel shapes.
-        shapes = jax.tree_util.tree_map(jnp.shape, state.params)
-        eshape = topology.edge_state_shape
-        flat = lambda t, k: None if t is None else jax.tree_util.tree_map(lambda a: a.reshape(a.shape[:k] + (-1,)), t)
-        unflat = lambda t, lead: None if t is None else jax.tree_util.tree_map(
-            lambda a, sh: a.reshape(lead + tuple(sh[1:])), t, shapes
-        )
-        flat_state = ECLState(
-            flat(state.params, 1),
-            state.duals,
-            flat(state.smoothed_duals, len(eshape)),
-            flat(state.received, len(eshape)),
-            state.count,
-        )
-        new = _step_2d(flat_state, flat(grads, 1), scales, topology, edge_active, node_active)
-        return ECLState(
-            unflat(new.params, (topology.n_nodes,)),
-            new.duals,
-            unflat(new.smoothed_duals, eshape),
-            unflat(new.received, eshape),
-            new.count,
-        )
+        coef = step_coefficients(config, topology, state.count, state.params)  # (mu, eta_i, rho_i, gcoef_i, |N(i)|)
+        scale = fan_in_scales(state.params) if config.fan_in_scaling else jax.tree_util.tree_map(lambda _: 1.0, state.params)
+        # zbar <- (zbar + z)/2 (the codes' dual smoothing, on directed values), else zbar = z
+        zbar = (jax.tree_util.tree_map(lambda a, b: (a + b) / 2, state.smoothed_duals, state.duals.directed())
+                if smoothing else None)
+        dual_sum = (lambda: gops.tree_sum_edges(topology, zbar, topology.edge_array("sign"))) if smoothing else state.duals.signed_sum
+        recv = (gops.tree_sum_edges(topology, state.received),) if use_rho else ()  # sum_j w_j^recv
 
-    def _step_2d(state: ECLState, grads, scales, topology: Topology, edge_active, node_active) -> ECLState:
-        def coefficients(dt):
-            lr = config.lr_at(state.count, dt)
-            eta, rho, gcoef = node_eta(config, topology, lr)
-            return lr, eta, rho, gcoef, jnp.asarray(topology.degree, dt)
+        def primal(w, g, a, coef, r=None):  # node i; a = sum_j A_{i|j} zbar_{i|j}
+            def leaf(w, g, a, s, r=None):  # w_i <- (mu w_i - gcoef_i g_i + s eta_i a + s rho_i r) / (mu + s |N(i)| (eta_i + rho_i))
+                mu, eta, rho, gcoef, deg = (v.astype(w.dtype) for v in coef[constant_dtype(w.dtype).name])
+                s_eta, s_rho = (s * eta).astype(w.dtype), (s * rho).astype(w.dtype)
+                num = w * mu - gcoef * g + s_eta * a + (0.0 if r is None else s_rho * r)
+                return num / (mu + deg * (s_eta + s_rho))
+            return jax.tree_util.tree_map(leaf, w, g, a, scale, *(() if r is None else (r,)))
 
-        # (lr, eta_i, rho_i, gcoef_i, |N(i)|) in each leaf's constant dtype (the params'
-        # dtype: float64 constants for float64 leaves, docs/algorithms.md#linearised-pdmm-step).
-        dtypes = {constant_dtype(w.dtype) for w in jax.tree_util.tree_leaves(state.params)}
-        coef = {dt: coefficients(dt) for dt in sorted(dtypes, key=str)}
-        # A_{i|j} = +-1 and the valid-slot mask are exact in any dtype (cast by sum_edges).
-        sign = gops.edge_weights(topology, "sign")
-        valid = gops.edge_weights(topology, "valid")
-
-        if config.dual_smoothing:
-            # zbar lives in the directed edge layout (only the primal reads it):
-            # zbar <- (zbar + z)/2 with z_{i|j} read from the pairs.
-            zbar = jax.tree_util.tree_map(
-                lambda a, x: 0.5 * (a + ep.to_layout(topology, x)), state.smoothed_duals, state.duals
-            )
-            dual_sum = lambda x, zb: gops.sum_edges(topology, zb, sign)
-        else:
-            zbar = jax.tree_util.tree_map(lambda _: 0.0, state.params)
-            # sum_j A_{i|j} z_{i|j}: read-only rolls/gathers of (u +- v)/2
-            dual_sum = lambda x, zb: gops.sum_edges(topology, ep.to_layout(topology, x), sign)
-
-        def primal(w, g, z, zb, s, wr):
-            # mu and eta_i enter numerator and denominator as the *same* dt values, so the
-            # fixed point g_i = eta_i (sum_j A z - |N(i)| w_i) holds to dt precision (float64).
-            dt = w.dtype
-            lr, eta, rho, gcoef, deg = coef[constant_dtype(dt)]
-            mu = 1.0 / lr.astype(dt)
-            s_eta = gops.expand(s * eta, w).astype(dt)
-            s_rho = gops.expand(s * rho, w).astype(dt)
-            num = w * mu - gops.expand(gcoef, g).astype(dt) * g
-            num = num + s_eta * dual_sum(z, zb)  # sum_j A_{i|j} zbar_{i|j}
-            den = mu + gops.expand(deg, w).astype(dt) * (s_eta + s_rho)
-            if use_rho:
-                num = num + s_rho * gops.sum_edges(topology, wr, valid)
-            return num / den
-
-        received_in = state.received if use_rho else jax.tree_util.tree_map(lambda _: 0.0, state.params)
-
-        def primal_all(params, grads, duals, zbar, received_in, node_active):
-            new_w = jax.tree_util.tree_map(primal, params, grads, duals, zbar, scales, received_in)
-            return keep_inactive(new_w, params, node_active)
-
-        # The exchange reads new_w at other nodes' positions: materialise it once.
-        new_w = materialized(
-            primal_all, state.params, grads, state.duals, zbar, received_in, node_active, token=state.count
-        )
-
-        pair_active = ep.pair_mask(topology, edge_active, node_active)
-
-        def exchange(x, w):
-            # elementwise in x (edge_pairs.exchange), so one in-place loop
-            return jnp.where(gops.expand(pair_active, x), ep.exchange(topology, x, w, theta), x)
-
-        new_z = jax.tree_util.tree_map(exchange, state.duals, new_w)
-
-        new_zbar = (
-            keep_inactive(zbar, state.smoothed_duals, gops.broadcast_to_edges(topology, node_active))
-            if config.dual_smoothing
-            else None
-        )
+        new_w = for_each_node(primal, state.params, grads, dual_sum, coef, *recv,
+                              node_active=node_active, keep=state.params)
+        exchanging = gops.exchanging_edges(topology, edge_active, node_active)
+        new_z = state.duals.exchange(new_w, exchanging, theta)  # z_{i|j} <- (1-theta) z_{i|j} + theta (z_{j|i} - 2 A_{j|i} w_j)
+        new_zbar = keep_inactive(zbar, state.smoothed_duals, gops.broadcast_to_edges(topology, node_active)) if smoothing else None
         new_recv = None
-        if use_rho:
-            active = gops.edge_mask(topology, edge_active, node_active)
+        if use_rho:  # w_j^recv <- w_j on the edges that exchanged
+            on = topology.layout.edge_mask(exchanging)
             new_recv = jax.tree_util.tree_map(
-                lambda r, w: jnp.where(gops.expand(active, r), gops.neighbor_values(topology, w), r),
-                state.received,
-                new_w,
-            )
+                lambda r, w: jnp.where(expand(on, r), gops.neighbor_values(topology, w), r), state.received, new_w)
         return ECLState(new_w, new_z, new_zbar, new_recv, state.count + 1)
 
     return Algorithm(config.name, init, step, lambda s: s.params, config)
