@@ -251,9 +251,10 @@ print({beta: f"{d[-1]:.3g}" for beta, d in zero_grad.items()})
 # ## Summary
 #
 # Writing the rule took one `init` and one `step` over the primitives the built-in rules
-# use (`for_each_node`, `EdgeDuals`), so it runs on the same fast path: on the MLP at N = 64
-# on a ring it runs at the speed of the built-in ECL-PDMM (`python -m experiments.bench
-# --only user_rule` measures it; BENCHMARKS.md has the figures);
+# use (`for_each_node`, `EdgeDuals`), so it compiles to the same kind of program as the
+# built-in ECL-PDMM: on the MLP at N = 64 on a ring it ran at 0.87-0.92 of its speed
+# (`python -m experiments.bench --only user_rule`; BENCHMARKS.md), the price of the one
+# extra model copy $w^{t-1}$ it reads and writes every step;
 # checks 1 and 2 are the two tests worth copying for any new rule (reduction to a known
 # rule, and the fixed point on a problem with a closed-form optimum). The cell below
 # fails if the findings above do not hold (`tests/test_notebooks.py` executes it).
