@@ -1,4 +1,4 @@
-"""The benchmark driver (experiments/bench.py) runs its workers and builds its report.
+"""The benchmark package (experiments/bench/) runs its workers and builds its report.
 
 Speed itself is never asserted here (house rule: ratios go in benchmarks, not in timed
 tests); these check that the measurements exist, are sane and reach the tables.

@@ -1,0 +1,398 @@
+"""The driver: plans (quick / full), memory estimates, one subprocess per configuration
+(``python -m experiments.bench --worker JSON`` prints one ``BENCH_RESULT`` JSON line),
+the time budget and ``--max-gb``, machine info, and :func:`main` (the command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .common import data_rows, describe, load_avg
+from .report import fmt, rebuild, write_outputs
+from .workloads import WORKLOADS
+
+REPO = Path(__file__).resolve().parents[2]
+RESULT_TAG = "BENCH_RESULT "
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_worker(cfg: dict) -> None:
+    """Entry point of a subprocess: run one configuration, print one JSON line."""
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    import jax
+
+    rss_import = _rss_mb()
+    out = dict(cfg)
+    try:
+        out.update(WORKLOADS[cfg["kind"]](cfg))
+        out["status"] = "ok"
+    except Exception as err:  # reported in the table, not fatal to the suite
+        out["status"] = f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    out.update(
+        peak_rss_mb=_rss_mb(),
+        rss_after_import_mb=rss_import,
+        rss_start_mb=rss0,
+        worker_wall_s=time.perf_counter() - t0,
+        n_devices=len(jax.devices()),
+        load_avg_end=load_avg(),
+    )
+    print(RESULT_TAG + json.dumps(out, default=str), flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Which configurations to run (see :func:`quick_plan`, :func:`full_plan`)."""
+
+    configs: tuple[dict, ...]
+    timeout_s: int
+
+
+def _est_engine_bytes(model_params: int, n: int, topo: str, alg: str) -> float:
+    """Rough peak bytes of an engine run: state + grads + temporaries + data."""
+    import numpy as np
+
+    if topo == "ring":
+        d = 2
+    elif topo == "exponential":
+        d = 2 * int(np.ceil(np.log2(n))) - 1 if n > 2 else 1
+    else:
+        d = 4
+    per = model_params * n * 4
+    if alg == "ecl-pdmm":
+        arrays = 1 + d + 1 + (d + 1)  # w, z, grads, temporaries (exchange output)
+    else:
+        arrays = 1 + 1 + 1 + d  # w, grads, half step, neighbour temporaries
+    return per * arrays + n * data_rows(n) * 784 * 4
+
+
+PARAMS = {"logistic": 7_850, "mlp": 203_530, "kdd20_mnist_cnn": 1_199_882}
+
+
+def _steps_for(model: str, n: int, kind: str) -> tuple[int, int]:
+    """(steps per timed chunk, repeats) by cost: enough work per timing, bounded wall."""
+    work = PARAMS[model] * n
+    if model == "kdd20_mnist_cnn":
+        work *= 20
+    if work <= 2e6:
+        return 20, 5
+    if work <= 2e7:
+        return 10, 3
+    if work <= 2e8:
+        return 5, 3
+    if work <= 1e9:
+        return 3, 2
+    return 2, 2
+
+
+def quick_plan() -> Plan:
+    """About 20 small configurations (~2-3 minutes on 2 cores): every kind once."""
+    cfgs: list[dict] = []
+
+    def eng(model, alg, topo, n, **kw):
+        s, r = _steps_for(model, n, "engine")
+        cfgs.append(dict(kind="engine", model=model, algorithm=alg, topology=topo, n=n, steps=s, repeats=r, **kw))
+
+    for model in ("logistic", "mlp"):
+        for n in (8, 64):
+            eng(model, "ecl-pdmm", "ring", n)
+        eng(model, "gossip", "ring", 64)
+        s, r = _steps_for(model, 64, "bigbatch")
+        cfgs.append(dict(kind="bigbatch", model=model, n=64, steps=s, repeats=r))
+        cfgs.append(dict(kind="loop", variant="loop-ops", model=model, algorithm="ecl-pdmm", topology="ring",
+                         n=64, steps=2, repeats=2))
+    eng("logistic", "ecl-pdmm", "exponential", 64)
+    eng("mlp", "local", "ring", 64)
+    cfgs.append(dict(kind="loop", variant="loop-node", model="mlp", algorithm="ecl-pdmm", topology="ring",
+                     n=64, steps=2, repeats=2))
+    eng("mlp", "ecl-pdmm", "ring", 256)
+    cfgs.append(dict(kind="bigbatch", model="mlp", n=256, steps=3, repeats=2))
+    cfgs.append(dict(kind="update", model="mlp", algorithm="ecl-pdmm", topology="ring", n=64, steps=5, repeats=3))
+    cfgs.append(dict(kind="user_rule", model="mlp", topology="ring", n=64, steps=10, repeats=3))
+    cfgs.append(dict(kind="largeN", model="logistic", algorithm="ecl-pdmm", topology="ring", n=2000, steps=5,
+                     repeats=2))
+    for dev in (1, 4):
+        cfgs.append(dict(kind="devices", model="logistic", algorithm="ecl-pdmm", topology="ring", n=64, steps=10,
+                         repeats=2, devices=dev))
+    for prec in ("float32", "bfloat16"):
+        cfgs.append(dict(kind="precision", model="logistic", algorithm="ecl-pdmm", topology="ring", n=8, steps=200,
+                         precision=prec))
+    return Plan(tuple(cfgs), timeout_s=300)
+
+
+def full_plan(max_gb: float = 18.0) -> Plan:
+    """The whole suite, most important configurations first (the driver's ``--budget``
+    stops launching new ones; a skipped configuration is listed with its reason)."""
+    cfgs: list[dict] = []
+    seen: set[str] = set()
+
+    def add(**c):
+        key = json.dumps(c, sort_keys=True)
+        if key in seen:
+            return
+        seen.add(key)
+        if c["kind"] in ("engine", "layout", "devices", "largeN"):
+            est = _est_engine_bytes(PARAMS[c["model"]], c["n"], c["topology"], c["algorithm"]) / 2**30
+            if est > max_gb:
+                c["skip"] = f"estimated {est:.0f} GiB > {max_gb:.0f} GiB"
+        cfgs.append(c)
+
+    def eng(model, alg, topo, n, kind="engine", **kw):
+        s, r = _steps_for(model, n, kind)
+        add(kind=kind, model=model, algorithm=alg, topology=topo, n=n, steps=s, repeats=r, **kw)
+
+    def bigbatch(model, n, **kw):
+        s, r = _steps_for(model, n, "bigbatch")
+        add(kind="bigbatch", model=model, n=n, steps=s, repeats=r, **kw)
+
+    def loops(model, topo, n, algs=("ecl-pdmm", "gossip")):
+        ls = 1 if n * PARAMS[model] > 5e7 else 2
+        for alg in algs:
+            for variant in ("loop-node", "loop-ops") if alg == "ecl-pdmm" else ("loop-node",):
+                add(kind="loop", variant=variant, model=model, algorithm=alg, topology=topo, n=n, steps=ls, repeats=2)
+
+    # 1. the targets: N = 64 against the loops, N = 512 against the big-batch model, bandwidth
+    for model in ("logistic", "mlp"):
+        for n in (64, 512):
+            for alg in ("ecl-pdmm", "gossip", "local"):
+                eng(model, alg, "ring", n)
+            bigbatch(model, n)
+        loops(model, "ring", 64)
+    for model, n in (("mlp", 64), ("mlp", 512), ("logistic", 4096)):
+        for layout in ("shift", "slots", "edges"):
+            add(kind="update", model=model, algorithm="ecl-pdmm", topology="ring", n=n, steps=5, repeats=3, layout=layout)
+        add(kind="update", model=model, algorithm="gossip", topology="ring", n=n, steps=5, repeats=3)
+    add(kind="update", model="mlp", algorithm="ecl-pdmm", topology="exponential", n=64, steps=5, repeats=3)
+    # a user's rule on the library's primitives (notebook 02) against the built-in ECL-PDMM
+    add(kind="user_rule", model="mlp", topology="ring", n=64, steps=20, repeats=5)
+    # 2. large N, devices, precision
+    for topo in ("ring", "torus"):
+        for n in (2500, 5000, 10000):
+            eng("logistic", "ecl-pdmm", topo, n, kind="largeN")
+    for model, n in (("logistic", 512), ("mlp", 64), ("mlp", 512)):
+        for dev in (1, 4):
+            eng(model, "ecl-pdmm", "ring", n, kind="devices", devices=dev)
+    for prec in ("float32", "bfloat16"):
+        for model, n in (("mlp", 64), ("mlp", 512), ("kdd20_mnist_cnn", 8)):
+            eng(model, "ecl-pdmm", "ring", n, precision=prec, tag="precision-speed")
+            bigbatch(model, n, precision=prec, tag="precision-speed")
+        for model in ("logistic", "mlp"):
+            add(kind="precision", model=model, algorithm="ecl-pdmm", topology="ring", n=16, steps=1500, precision=prec)
+    # 3. layouts end to end
+    for model, n in (("mlp", 64), ("mlp", 512), ("logistic", 4096)):
+        for layout in ("shift", "slots", "edges"):
+            eng(model, "ecl-pdmm", "ring", n, kind="layout", layout=layout)
+    # 4. the sweep: every model, both algorithms, both graphs, N up to what fits
+    sizes = {"logistic": (8, 64, 512, 4096, 16384), "mlp": (8, 64, 512, 2048, 4096), "kdd20_mnist_cnn": (8, 64)}
+    loop_max = {"logistic": 512, "mlp": 512, "kdd20_mnist_cnn": 64}
+    for model, ns in sizes.items():
+        for n in ns:
+            for alg in ("ecl-pdmm", "gossip"):
+                for topo in ("ring", "exponential"):
+                    eng(model, alg, topo, n)
+            bigbatch(model, n)
+            if n <= loop_max[model]:
+                for topo in ("ring", "exponential"):
+                    loops(model, topo, n)
+    return Plan(tuple(cfgs), timeout_s=900)
+
+
+def machine_info() -> dict:
+    import jax
+    import jaxlib
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = float("nan")
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal"):
+                    mem = int(line.split()[1]) / 2**20
+                    break
+    except OSError:
+        pass
+    return dict(
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        cpu=cpu,
+        cores=os.cpu_count(),
+        memory_gib=round(mem, 1),
+        platform=platform.platform(),
+        python=platform.python_version(),
+        jax=jax.__version__,
+        jaxlib=jaxlib.__version__,
+        backend=jax.default_backend(),
+        devices=str(jax.devices()),
+        load_avg_start=load_avg(),
+        git=_git_state(),
+    )
+
+
+def _git_state() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return head + (" + uncommitted changes" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def _launch(cfg: dict, timeout_s: int, repo: Path = REPO) -> dict:
+    env = dict(os.environ)
+    dev = int(cfg.get("devices", 1))
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    if dev > 1:
+        flags.append(f"--xla_force_host_platform_device_count={dev}")
+    env["XLA_FLAGS"] = " ".join(flags)
+    if repo != REPO:  # another checkout's ecl_jax and bench (see compare_trees)
+        env["PYTHONPATH"] = os.pathsep.join([str(repo)] + [x for x in [env.get("PYTHONPATH")] if x])
+    cmd = [sys.executable, "-m", "experiments.bench", "--worker", json.dumps(cfg)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return dict(cfg, status=f"timeout after {timeout_s}s", worker_wall_s=time.perf_counter() - t0)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    status = "killed (out of memory?)" if proc.returncode in (-9, 137) else f"exit {proc.returncode}: {tail[0][:200]}"
+    return dict(cfg, status=status, worker_wall_s=time.perf_counter() - t0)
+
+
+def run_plan(plan: Plan, out_dir: Path, *, budget_s: float | None = None, verbose: bool = True) -> list[dict]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    partial = out_dir / "results.jsonl"
+    partial.write_text("")
+    t_start = time.perf_counter()
+    for k, cfg in enumerate(plan.configs):
+        if cfg.get("skip"):
+            row = dict(cfg, status=f"skipped: {cfg['skip']}")
+        elif budget_s is not None and time.perf_counter() - t_start > budget_s:
+            row = dict(cfg, status="skipped: benchmark time budget spent")
+        else:
+            row = _launch(cfg, plan.timeout_s)
+        rows.append(row)
+        with partial.open("a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+        if verbose:
+            rate = f"{row['node_steps_per_s']:.4g} node-steps/s" if "node_steps_per_s" in row else ""
+            if "update_gbs" in row:
+                rate = f"update {row['update_gbs']:.3g} GB/s, exchange {row['exchange_gbs']:.3g} GB/s, ew {row['ew_loop_gbs']:.3g} GB/s"
+            if "test_acc_mean_model" in row:
+                rate = f"test acc {row['test_acc_mean_model']:.4f}"
+            mem = f" peak {row['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in row else ""
+            print(f"[{k + 1}/{len(plan.configs)} {time.perf_counter() - t_start:6.0f}s] {describe(cfg)}: "
+                  f"{row['status'] if row['status'] != 'ok' else rate}{mem}", flush=True)
+    return rows
+
+
+README_ROWS = (
+    dict(kind="engine", model="logistic", algorithm="ecl-pdmm", topology="ring", n=64),
+    dict(kind="engine", model="logistic", algorithm="ecl-pdmm", topology="ring", n=512),
+    dict(kind="largeN", model="logistic", algorithm="ecl-pdmm", topology="ring", n=10000),
+    dict(kind="engine", model="logistic", algorithm="ecl-pdmm", topology="exponential", n=512),
+    dict(kind="engine", model="mlp", algorithm="ecl-pdmm", topology="ring", n=64),
+    dict(kind="engine", model="mlp", algorithm="gossip", topology="ring", n=64),
+    dict(kind="engine", model="mlp", algorithm="ecl-pdmm", topology="ring", n=512),
+    dict(kind="engine", model="kdd20_mnist_cnn", algorithm="ecl-pdmm", topology="ring", n=8),
+)
+"""The engine rows the README's speed table shows (the KDD20 CNN at N = 8 here: N = 64 compiles
+for minutes), for :func:`compare_trees`."""
+
+
+def compare_trees(baseline: Path, out_dir: Path, rounds: int = 3, only_models: set[str] | None = None) -> Path:
+    """Old code against new code in one run: every README engine row run by this checkout and
+    by the checkout ``baseline`` (e.g. ``git worktree add /tmp/old HEAD~1``) in alternating
+    worker processes, ``rounds`` times each; writes ``compare.md`` / ``compare.jsonl`` with
+    each side's best node-steps/s and the ratio new / old per round."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"# This checkout vs {baseline} (node-steps/s, best of each worker's repeats)\n",
+             f"{machine_info()['cpu']}; {rounds} alternating rounds per row.\n",
+             "| model | algorithm | graph | N | old (median) | new (median) | new / old per round | median |",
+             "|---|---|---|---:|---:|---:|---|---:|"]
+    with (out_dir / "compare.jsonl").open("w") as log:
+        for row in README_ROWS:
+            if only_models and row["model"] not in only_models:
+                continue
+            steps, repeats = _steps_for(row["model"], row["n"], row["kind"])
+            cfg = dict(row, steps=steps, repeats=repeats, layout="fast")  # "fast" = shift in old and new checkouts alike
+            old, new = [], []
+            for _ in range(rounds):
+                for side, repo, acc in (("new", REPO, new), ("old", Path(baseline), old)):
+                    r = _launch(cfg, 1800, repo)
+                    log.write(json.dumps(dict(r, side=side)) + "\n")
+                    log.flush()
+                    acc.append(r.get("node_steps_per_s") if r.get("status") == "ok" else None)
+            ratios = [n / o for n, o in zip(new, old) if n and o]
+            med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
+            lines.append(f"| {row['model']} | {row['algorithm']} | {row['topology']} | {row['n']} | "
+                         f"{fmt(med([x for x in old if x]), 4)} | {fmt(med([x for x in new if x]), 4)} | "
+                         f"{', '.join(fmt(x) for x in ratios)} | {fmt(med(ratios))} |")
+            print(lines[-1], flush=True)
+    path = out_dir / "compare.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    doc = sys.modules[__package__].__doc__
+    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=doc.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes only (~2-3 minutes on 2 CPU cores)")
+    p.add_argument("--out", default=None, help="output folder (default runs/bench or runs/bench_quick)")
+    p.add_argument("--budget", type=float, default=None, help="stop launching new configurations after this many seconds")
+    p.add_argument("--max-gb", type=float, default=18.0, help="skip engine configurations estimated above this (GiB)")
+    p.add_argument("--only", default=None, help="comma-separated kinds to run (engine,bigbatch,loop,layout,update,user_rule,largeN,devices,precision)")
+    p.add_argument("--report", default=None, metavar="JSONL", help="only rebuild the tables from a results.jsonl")
+    p.add_argument("--baseline", default=None, metavar="DIR",
+                   help="compare this checkout with the checkout DIR on the README's engine rows (refactors keep speed)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per row with --baseline")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker is not None:
+        run_worker(json.loads(args.worker))
+        return 0
+    if args.baseline:
+        models = set(args.only.split(",")) if args.only else None
+        path = compare_trees(Path(args.baseline), Path(args.out or "runs/bench_compare"), args.rounds, models)
+        print(f"wrote {path}")
+        return 0
+    out_dir = Path(args.out or ("runs/bench_quick" if args.quick else "runs/bench"))
+    machine = machine_info()
+    if args.report:
+        csv_path, md_path, _ = rebuild(Path(args.report), out_dir, machine)
+    else:
+        plan = quick_plan() if args.quick else full_plan(args.max_gb)
+        if args.only:
+            kinds = set(args.only.split(","))
+            plan = Plan(tuple(c for c in plan.configs if c["kind"] in kinds), plan.timeout_s)
+        print(f"{len(plan.configs)} configurations -> {out_dir}  ({machine['cpu']}, {machine['cores']} cores)", flush=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
+        rows = run_plan(plan, out_dir, budget_s=args.budget)
+        csv_path, md_path, _ = write_outputs(rows, machine, out_dir)
+    print(md_path.read_text())
+    print(f"wrote {csv_path} and {md_path}")
+    return 0
