@@ -11,6 +11,8 @@ step counter may be traced.
 from __future__ import annotations
 
 import dataclasses
+import json
+from importlib import resources
 from typing import Callable
 
 import jax
@@ -24,6 +26,8 @@ __all__ = [
     "AlwaysEdges",
     "BernoulliEdges",
     "FixedSlotEdges",
+    "ICML21_SLOT_TABLES",
+    "icml21_slots",
     "RoundRobinEdges",
     "ArrayEdges",
     "FunctionEdges",
@@ -99,12 +103,35 @@ class BernoulliEdges:
         return _failures(mask, k2, self.failure_prob)
 
 
+#: The official ICML21 code's per-edge slot tables (its three 8-node configs), as data.
+ICML21_SLOT_TABLES: tuple[str, ...] = ("doublering", "random", "ring")
+
+
+def icml21_slots(table: str, topology: Topology) -> np.ndarray:
+    """Per-directed-edge slots (canonical CSR order) of the official ICML21 code's config
+    ``table`` ("doublering" = ``multiplex_ring(8, 2)``, "random" = ``icml21_random()``,
+    "ring" = ``ring(8)``), read from ``ecl_jax/data/icml21_slots.json`` (source and meaning
+    inside). Raises ValueError when ``topology`` is not that table's graph."""
+    if table not in ICML21_SLOT_TABLES:
+        raise ValueError(f"unknown ICML21 slot table {table!r}; valid: {', '.join(ICML21_SLOT_TABLES)}")
+    data = json.loads(resources.files("ecl_jax").joinpath("data/icml21_slots.json").read_text())
+    slots = {(int(i), int(j)): s for i, row in data["slots"][table].items() for j, s in row.items()}
+    have = {(int(i), int(j)) for i, j in zip(topology.src, topology.dst)}
+    if have != set(slots):
+        raise ValueError(
+            f"the ICML21 slot table {table!r} is for an 8-node graph with edges "
+            f"{sorted({tuple(sorted(e)) for e in slots})}; {topology.name} has other edges"
+        )
+    return np.array([slots[(int(i), int(j))] for i, j in zip(topology.src, topology.dst)], np.int32)
+
+
 @dataclasses.dataclass(frozen=True)
 class FixedSlotEdges:
     """ICML21 code: each *directed* edge (i -> j) owns a slot in [0, K); at step t the
     edge exchanges (both ends) when t mod K equals the slot of either direction.
 
-    ``slots`` is a per-directed-edge sequence in canonical CSR order; by default it is
+    ``slots`` is a per-directed-edge sequence in canonical CSR order; ``table`` names one
+    of the official code's tables (:func:`icml21_slots`, K = 8); by default the slots are
     drawn uniformly from ``seed``.
     """
 
@@ -112,9 +139,16 @@ class FixedSlotEdges:
     slots: tuple[int, ...] | None = None
     seed: int = 0
     failure_prob: float = 0.0
+    table: str | None = None
 
     def __post_init__(self):
         check_int("K", self.K, minimum=1)
+        if self.table is not None:
+            if self.table not in ICML21_SLOT_TABLES:
+                raise ValueError(f"unknown ICML21 slot table {self.table!r}; valid: {', '.join(ICML21_SLOT_TABLES)}")
+            if self.slots is not None or self.K != 8:
+                raise ValueError(f"table={self.table!r} fixes the slots and K = 8 (the official round); "
+                                 f"got K={self.K}{' and slots' if self.slots is not None else ''}")
         if self.slots is not None:
             s = np.asarray(self.slots)
             if s.ndim != 1 or (s.size and (not np.issubdtype(s.dtype, np.integer) or s.min() < 0 or s.max() >= self.K)):
@@ -122,6 +156,8 @@ class FixedSlotEdges:
         _check_prob("failure_prob", self.failure_prob, allow_zero=True, allow_one=False)
 
     def directed_slots(self, topology: Topology) -> np.ndarray:
+        if self.table is not None:
+            return icml21_slots(self.table, topology)
         if self.slots is None:
             return np.random.default_rng(self.seed).integers(0, self.K, topology.n_directed)
         s = np.asarray(self.slots)
@@ -286,13 +322,14 @@ def dense_mask(topology: Topology, edge_active: jax.Array) -> jax.Array:
 
 def edge_schedule_from_string(spec: str):
     """Parse ``"always"``, ``"bernoulli:K=8"``, ``"bernoulli:p=0.2"``, ``"slots:K=8"``,
+    ``"slots:K=8,table=ring"`` (the official ICML21 slots, :func:`icml21_slots`),
     ``"round_robin:interval=6"``; append ``",fail=0.1"`` for link failures."""
     name, _, rest = spec.partition(":")
     kwargs: dict = {}
     for part in filter(None, rest.split(",")):
         k, _, v = part.partition("=")
         k = {"fail": "failure_prob"}.get(k.strip(), k.strip())
-        kwargs[k] = float(v) if k in ("p", "failure_prob") else int(v)
+        kwargs[k] = float(v) if k in ("p", "failure_prob") else v.strip() if k == "table" else int(v)
     table = {
         "always": AlwaysEdges,
         "bernoulli": BernoulliEdges,
