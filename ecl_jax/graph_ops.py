@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ecl_jax.layouts import expand
+from ecl_jax.masks import answers
 from ecl_jax.topology import Topology
 
 __all__ = [
@@ -39,19 +40,20 @@ def edge_weights(topology: Topology, name: str, dtype=jnp.float32) -> jax.Array:
     return jnp.asarray(topology.edge_array(name), dtype=dtype)
 
 
-def exchanging_edges(topology: Topology, edge_active: jax.Array, node_active: jax.Array | None = None) -> jax.Array:
+def exchanging_edges(topology: Topology, edge_active: jax.Array, node_active=None) -> jax.Array:
     """Per-undirected-edge mask [E] of the edges that exchange: drawn by the edge schedule and,
-    with ``node_active`` [N], with both ends active (an inactive node neither computes nor
-    communicates)."""
+    with ``node_active`` (a bool [N] mask or a :class:`~ecl_jax.masks.Activity`), with both
+    ends answering (a node with a False mask neither computes nor communicates; a paused node
+    of an ``Activity`` still answers)."""
     edge_active = jnp.asarray(edge_active, bool)
     if node_active is not None:
-        node_active = jnp.asarray(node_active, bool)
+        node_active = jnp.asarray(answers(node_active), bool)
         e = jnp.asarray(topology.edges)
         edge_active = edge_active & node_active[e[:, 0]] & node_active[e[:, 1]]
     return edge_active
 
 
-def edge_mask(topology: Topology, edge_active: jax.Array, node_active: jax.Array | None = None) -> jax.Array:
+def edge_mask(topology: Topology, edge_active: jax.Array, node_active=None) -> jax.Array:
     """:func:`exchanging_edges` as a layout-shaped mask over directed edges (padding False)."""
     return topology.layout.edge_mask(exchanging_edges(topology, edge_active, node_active))
 

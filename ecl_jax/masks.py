@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from importlib import resources
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,9 @@ __all__ = [
     "RoundRobinEdges",
     "ArrayEdges",
     "FunctionEdges",
+    "Activity",
+    "computes",
+    "answers",
     "AllNodes",
     "BernoulliNodes",
     "ArrayNodes",
@@ -257,6 +260,27 @@ class FunctionEdges:
 # --------------------------------------------------------------------------
 
 
+class Activity(NamedTuple):
+    """What each node does in one step: ``computes`` [N] (makes a local step) and ``answers``
+    [N] (takes part in the exchanges of its edges). A paused node (evaluating, say) computes
+    nothing but answers, so a swap still refreshes both ends' received copies / duals with
+    its current values; a failed node does neither. A plain bool [N] node mask means
+    computes = answers (docs/algorithms.md#mask-semantics)."""
+
+    computes: jax.Array
+    answers: jax.Array
+
+
+def computes(node_active) -> jax.Array:
+    """The nodes that make a local step (``node_active``: a bool [N] mask or an :class:`Activity`)."""
+    return node_active.computes if isinstance(node_active, Activity) else node_active
+
+
+def answers(node_active) -> jax.Array:
+    """The nodes that take part in exchanges (``node_active``: a bool [N] mask or an :class:`Activity`)."""
+    return node_active.answers if isinstance(node_active, Activity) else node_active
+
+
 @dataclasses.dataclass(frozen=True)
 class AllNodes:
     """Every node computes at every step."""
@@ -267,15 +291,22 @@ class AllNodes:
 
 @dataclasses.dataclass(frozen=True)
 class BernoulliNodes:
-    """Each node computes with probability ``p`` (stragglers skip the step)."""
+    """Each node computes with probability ``p``. ``idle="stops"`` (default): a node that skips
+    the step also skips its exchanges (a bool mask); ``idle="answers"``: it still answers them
+    (an :class:`Activity`, a paused node)."""
 
     p: float
+    idle: str = "stops"
 
     def __post_init__(self):
         _check_prob("p", self.p)
+        if self.idle not in ("stops", "answers"):
+            raise ValueError(f"idle must be 'stops' (an idle node does not exchange) or 'answers' (it still "
+                             f"answers swaps), got {self.idle!r}")
 
     def __call__(self, key, step, n_nodes: int):
-        return jax.random.bernoulli(key, self.p, (n_nodes,))
+        on = jax.random.bernoulli(key, self.p, (n_nodes,))
+        return on if self.idle == "stops" else Activity(on, jnp.ones((n_nodes,), bool))
 
 
 @dataclasses.dataclass(frozen=True)

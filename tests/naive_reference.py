@@ -29,6 +29,14 @@ Tree = dict  # leaf name -> np.ndarray (one node's model)
 
 
 # --------------------------------------------------------------------------- helpers
+def split_mask(node_mask):
+    """(computes, answers) of a node mask: a bool [N] array (both the same) or a pair of them
+    (a paused node computes nothing but still answers swaps)."""
+    if isinstance(node_mask, tuple):
+        return node_mask
+    return node_mask, node_mask
+
+
 def tmap(fn: Callable, *trees: Tree) -> Tree:
     return {k: fn(*(t[k] for t in trees)) for k in trees[0]}
 
@@ -187,6 +195,7 @@ class NaiveECL:
         return eta, rho, gcoef
 
     def step(self, grads: list[Tree], edge_mask, node_mask):
+        node_mask, answer = split_mask(node_mask)
         g = self.g
         lr = self.lr_at(self.t)
         new_w = [tcopy(w) for w in self.w]
@@ -220,7 +229,7 @@ class NaiveECL:
             new_w[i] = out
         y = {(i, j): tmap(lambda zz, ww: zz - 2.0 * g.A(i, j) * ww, self.z[(i, j)], new_w[i]) for (i, j) in g.directed}
         th = self.theta
-        for (u, v) in g.exchanging(edge_mask, node_mask):
+        for (u, v) in g.exchanging(edge_mask, answer):
             self.z[(u, v)] = tmap(lambda zz, yy: (1 - th) * zz + th * yy, self.z[(u, v)], y[(v, u)])
             self.z[(v, u)] = tmap(lambda zz, yy: (1 - th) * zz + th * yy, self.z[(v, u)], y[(u, v)])
             if self.recv is not None:
@@ -279,8 +288,9 @@ class NaiveGossip(_SGDNodes):
     """D-PSGD: local step, then MH mixing over the exchanging edges."""
 
     def step(self, grads, edge_mask, node_mask):
+        node_mask, answer = split_mask(node_mask)
         half = self.local_steps(grads, node_mask)
-        self.w = mix(self.g, half, mh_weights(self.g, edge_mask, node_mask))
+        self.w = mix(self.g, half, mh_weights(self.g, edge_mask, answer))
 
 
 class _NaiveReceived(_SGDNodes):
@@ -294,9 +304,10 @@ class _NaiveReceived(_SGDNodes):
         raise NotImplementedError
 
     def step(self, grads, edge_mask, node_mask):
+        node_mask, answer = split_mask(node_mask)
         half = self.local_steps(grads, node_mask)
         new = [self.combine(i, half[i]) if node_mask[i] else tcopy(self.w[i]) for i in range(self.g.n)]
-        for (u, v) in self.g.exchanging(edge_mask, node_mask):
+        for (u, v) in self.g.exchanging(edge_mask, answer):
             self.recv[(u, v)] = tcopy(new[v])
             self.recv[(v, u)] = tcopy(new[u])
         self.w = new
@@ -337,11 +348,12 @@ class NaiveGradientTracking(_SGDNodes):
         self.gprev = [tzeros(w) for w in self.w]
 
     def step(self, grads, edge_mask, node_mask):
+        node_mask, answer = split_mask(node_mask)
         y = []
         for i in range(self.g.n):
             y.append(tmap(lambda a, b, c: a + b - c, self.q[i], grads[i], self.gprev[i]) if node_mask[i] else tcopy(self.q[i]))
         half = self.local_steps(y, node_mask)
-        W = mh_weights(self.g, edge_mask, node_mask)
+        W = mh_weights(self.g, edge_mask, answer)
         self.w = mix(self.g, half, W)
         self.q = mix(self.g, y, W)
         self.gprev = [tcopy(grads[i]) if node_mask[i] else self.gprev[i] for i in range(self.g.n)]
@@ -351,7 +363,7 @@ class NaiveLocal(_SGDNodes):
     """Every node trains alone."""
 
     def step(self, grads, edge_mask, node_mask):
-        self.w = self.local_steps(grads, node_mask)
+        self.w = self.local_steps(grads, split_mask(node_mask)[0])
 
 
 class NaiveCentralized:
@@ -366,6 +378,7 @@ class NaiveCentralized:
         self.m = self.opt.init(self.model)
 
     def step(self, grads, edge_mask, node_mask):
+        node_mask = split_mask(node_mask)[0]
         act = [i for i in range(self.g.n) if node_mask[i]]
         if not act:
             return
@@ -595,6 +608,17 @@ def jitted_step(algorithm, topology):
     return jax.jit(lambda s, g, e, n: algorithm.step(s, g, topology, e, n))
 
 
+def as_jax_mask(node_mask):
+    """A naive node mask as the library takes it: a bool array, or an ``Activity`` for a pair."""
+    import jax.numpy as jnp
+
+    from ecl_jax.masks import Activity
+
+    if isinstance(node_mask, tuple):
+        return Activity(jnp.asarray(node_mask[0]), jnp.asarray(node_mask[1]))
+    return jnp.asarray(node_mask)
+
+
 def run_jax(algorithm, topology, problem: Problem, edge_masks, node_masks, step_fn=None, callback=None,
             dtype=np.float32):
     """Drive ``algorithm`` with gradients computed in NumPy at its own params, models and
@@ -606,7 +630,7 @@ def run_jax(algorithm, topology, problem: Problem, edge_masks, node_masks, step_
     for t in range(len(edge_masks)):
         params = {k: np.asarray(v) for k, v in algorithm.node_params(state).items()}
         grads = {k: jnp.asarray(v, dtype) for k, v in problem.grads(params).items()}
-        state = step_fn(state, grads, jnp.asarray(edge_masks[t]), jnp.asarray(node_masks[t]))
+        state = step_fn(state, grads, jnp.asarray(edge_masks[t]), as_jax_mask(node_masks[t]))
         if callback is not None:
             callback(t, state)
     return state

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ecl_jax.layouts import expand
+from ecl_jax.masks import Activity, computes
 from ecl_jax.topology import Topology
 
 Params = Any
@@ -67,10 +68,12 @@ def tree_constant_dtype(tree: Any) -> jnp.dtype:
 
 
 def keep_inactive(new: Any, old: Any, node_active: jax.Array) -> Any:
-    """Per node: ``new`` where the node is active, ``old`` where it skipped the step.
+    """Per node: ``new`` where the node computes, ``old`` where it skipped the step
+    (``node_active``: a bool [N] mask or a :class:`~ecl_jax.masks.Activity`).
 
     Works on any pytree whose leaves have the node axis first.
     """
+    node_active = computes(node_active)
     return jax.tree_util.tree_map(lambda n, o: jnp.where(expand(node_active, n), n, o), new, old)
 
 
@@ -118,7 +121,7 @@ def for_each_node(fn: Callable[..., Any], *args: Any, node_active: jax.Array | N
         return new if keep is None else keep_inactive(new, keep, active)
 
     token = jax.tree_util.tree_leaves(arrays)[0].reshape(-1)[0]
-    active = jnp.ones((), bool) if node_active is None else node_active
+    active = jnp.ones((), bool) if node_active is None else computes(node_active)
     return materialized(local, active, keep, *arrays, token=token)
 
 
@@ -132,8 +135,10 @@ def check_node_stacked(params: Params, topology: Topology, what: str = "params")
             )
 
 
-def check_masks(topology: Topology, edge_active: jax.Array, node_active: jax.Array) -> None:
-    """Shape/dtype asserts for the masks at the step boundary."""
+def check_masks(topology: Topology, edge_active: jax.Array, node_active) -> None:
+    """Shape/dtype asserts for the masks at the step boundary (``node_active``: a bool [N]
+    mask or a :class:`~ecl_jax.masks.Activity` of two)."""
+    nodes = list(node_active) if isinstance(node_active, Activity) else [node_active]
     chex.assert_shape(edge_active, (topology.n_edges,))
-    chex.assert_shape(node_active, (topology.n_nodes,))
-    chex.assert_type([edge_active, node_active], bool)
+    chex.assert_shape(nodes, (topology.n_nodes,))
+    chex.assert_type([edge_active] + nodes, bool)

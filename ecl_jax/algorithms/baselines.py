@@ -48,6 +48,7 @@ from ecl_jax.algorithms.base import (
     keep_inactive,
     tree_constant_dtype,
 )
+from ecl_jax.masks import computes
 from ecl_jax.topology import Topology
 
 __all__ = [
@@ -313,6 +314,7 @@ def centralized(lr: float | None = None, *, optimizer=None, name: str = "central
 
     def step(state, grads, topology, edge_active, node_active):
         check_masks(topology, edge_active, node_active)
+        node_active = computes(node_active)
         count = node_active.sum()  # integer: exact, cast to each leaf's dtype
         mean = jax.tree_util.tree_map(
             lambda g: jnp.where(gops.expand(node_active, g), g, 0).sum(0, keepdims=True) / jnp.maximum(count, 1).astype(g.dtype),

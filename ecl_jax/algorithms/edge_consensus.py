@@ -49,6 +49,7 @@ from ecl_jax import graph_ops as gops
 from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, constant_dtype, for_each_node, keep_inactive
 from ecl_jax.duals import EdgeDuals
 from ecl_jax.layouts import expand
+from ecl_jax.masks import computes
 from ecl_jax.topology import Topology
 from ecl_jax.validation import is_int
 
@@ -252,7 +253,7 @@ def ecl(config: ECLConfig) -> Algorithm:
                               node_active=node_active, keep=state.params)
         exchanging = gops.exchanging_edges(topology, edge_active, node_active)
         new_z = state.duals.exchange(new_w, exchanging, theta)  # z_{i|j} <- (1-theta) z_{i|j} + theta (z_{j|i} - 2 A_{j|i} w_j)
-        new_zbar = keep_inactive(zbar, state.smoothed_duals, gops.broadcast_to_edges(topology, node_active)) if smoothing else None
+        new_zbar = keep_inactive(zbar, state.smoothed_duals, gops.broadcast_to_edges(topology, computes(node_active))) if smoothing else None
         new_recv = None
         if use_rho:  # w_j^recv <- w_j on the edges that exchanged
             on = topology.layout.edge_mask(exchanging)
