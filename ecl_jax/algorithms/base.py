@@ -5,10 +5,13 @@
     params = algorithm.node_params(state)                   # node models [N, ...]
 
 ``grads`` are the per-node stochastic gradients at ``node_params(state)``;
-``edge_active`` [E] and ``node_active`` [N] are boolean masks (see :mod:`ecl_jax.masks`).
+``edge_active`` [E] is a boolean mask; ``node_active`` a boolean [N] mask or a
+:class:`~ecl_jax.masks.Activity` (computes / answers; see :mod:`ecl_jax.masks`).
 Hyperparameters are fixed when the algorithm is built (static, validated there);
 only arrays flow through ``step``. A new rule is one ``step`` function plus an
-``init``: wrap them with :class:`Algorithm` (see ``notebooks/02_new_update_rule``).
+``init``, written with :func:`for_each_node` (one node's local update) and
+:class:`~ecl_jax.duals.EdgeDuals` (per-edge duals) as the built-in rules are; wrap them
+with :class:`Algorithm` (see ``notebooks/02_new_update_rule``, docs/design.md).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class Algorithm(NamedTuple):
     Attributes:
       name: short identifier used in logs and plots.
       init: ``(params [N, ...], topology) -> state``.
-      step: ``(state, grads, topology, edge_active [E], node_active [N]) -> state``.
+      step: ``(state, grads, topology, edge_active [E], node_active [N] or Activity) -> state``.
       node_params: ``state -> params [N, ...]`` (the models the nodes evaluate).
       config: the static hyperparameters (a frozen dataclass), for logs.
     """
