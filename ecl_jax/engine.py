@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ecl_jax.algorithms.base import Algorithm, constant_dtype
+from ecl_jax.algorithms.base import Algorithm, tree_constant_dtype
 from ecl_jax.masks import AllNodes, AlwaysEdges
 from ecl_jax.node_data import NodeData, stack_node_data
 from ecl_jax.topology import Topology
@@ -389,17 +389,11 @@ class Engine:
         edge_active = self.edge_schedule(k_edge, carry.step, topo)
         node_active = self.node_schedule(k_node, carry.step, topo.n_nodes)
         params = self.algorithm.node_params(carry.state)
-        x, y, w = self.sample_batch(data, k_batch, self._weight_dtype(params))
+        x, y, w = self.sample_batch(data, k_batch, tree_constant_dtype(params))  # loss weights in the params' dtype
         rngs = jax.random.split(k_drop, topo.n_nodes)
         grads = self._node_gradients(params, x, y, w, rngs, plan.node_grads)
         state = self.algorithm.step(carry.state, grads, topo, edge_active, node_active)
         return Carry(state, carry.step + 1, carry.key)
-
-    @staticmethod
-    def _weight_dtype(params) -> Any:
-        """Dtype of the loss weights: the params' constant dtype (the widest over the leaves)."""
-        leaves = jax.tree_util.tree_leaves(params)
-        return constant_dtype(jnp.result_type(*leaves)) if leaves else jnp.dtype(jnp.float32)
 
     def metrics(self, carry: Carry, data: NodeData, eval_data=None) -> dict:
         """Metrics of the current models (see module docstring)."""

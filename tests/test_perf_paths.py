@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import naive_reference as nr
+
 from ecl_jax import graph_ops as gops
-from ecl_jax.duals import is_duals
 from ecl_jax import topology as tp
 from ecl_jax.layouts.slots import UNROLL_SLOTS
 from ecl_jax.algorithms import dsgd, ecl_admm, ecl_pdmm, gossip, gradient_tracking, pairwise_gossip
@@ -140,14 +141,10 @@ ALGORITHMS = {
 }
 
 
-def directed_duals(state):
-    return jax.tree_util.tree_map(lambda x: x.directed() if is_duals(x) else x, state, is_leaf=is_duals)
-
-
 def _edge_parts(state, topo):
     """Per-edge state leaves in canonical directed order (layout-independent)."""
     out = {}
-    state = directed_duals(state)  # EdgeDuals (recognised by type) -> z_{i|j} per directed edge
+    state = nr.directed_duals(state)  # EdgeDuals (recognised by type) -> z_{i|j} per directed edge
     names = getattr(state, "_fields", ())
     for field in ("duals", "smoothed_duals", "received"):
         if field in names and getattr(state, field) is not None:

@@ -127,11 +127,6 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def _local_update(tx, params, grads, opt_state):
-    updates, opt_state = jax.vmap(tx.update)(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-
 def _sgd_step(tx):
     """One node's optimiser step ``(w, g, opt) -> (w', opt')`` (for :func:`for_each_node`)."""
 
@@ -140,6 +135,11 @@ def _sgd_step(tx):
         return optax.apply_updates(w, updates), opt
 
     return local
+
+
+def _local_update(tx, params, grads, opt_state):
+    """:func:`_sgd_step` on every node (node-stacked params, gradients, optimiser state)."""
+    return jax.vmap(_sgd_step(tx))(params, grads, opt_state)
 
 
 def _init_opt(tx, params):

@@ -326,8 +326,9 @@ for minutes), for :func:`compare_trees`."""
 def compare_trees(baseline: Path, out_dir: Path, rounds: int = 3, only_models: set[str] | None = None) -> Path:
     """Old code against new code in one run: every README engine row run by this checkout and
     by the checkout ``baseline`` (e.g. ``git worktree add /tmp/old HEAD~1``) in alternating
-    worker processes, ``rounds`` times each; writes ``compare.md`` / ``compare.jsonl`` with
-    each side's best node-steps/s and the ratio new / old per round."""
+    worker processes, ``rounds`` times each; writes into ``out_dir`` a markdown table of each
+    side's best node-steps/s and the ratio new / old per round, and every worker's raw result
+    as JSON lines."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# This checkout vs {baseline} (node-steps/s, best of each worker's repeats)\n",
              f"{machine_info()['cpu']}; {rounds} alternating rounds per row.\n",
