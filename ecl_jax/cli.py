@@ -87,12 +87,12 @@ def _experiment_module(path):
 
 
 def _compare(args) -> int:
-    from ecl_jax.plotting import compare_runs
+    from ecl_jax.plotting import COMPARE_TABLE_MD, compare_runs
 
     # nothing to compare, not a run folder, partial metrics.csv, bad --out: UserError, exit 2 in main
     written = compare_runs(args.run_dirs, args.out)
     for p in written:
-        if p.name == "compare.md":
+        if p.name == COMPARE_TABLE_MD:
             print(p.read_text(encoding="utf-8"))
     for p in written:
         print(f"{'plot' if p.suffix == '.png' else 'table'}: {p}")
@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
                    help="run folders from `ecl-jax run` (each with config.json and metrics.csv)")
     c.add_argument("--out", default="runs/compare",
-                   help="folder for the figures and compare.csv/.md/.json (default: runs/compare); "
-                        "never a run folder")
+                   help="folder for the figures and the comparison tables (CSV, Markdown, JSON; "
+                        "docs/outputs.md) (default: runs/compare); never a run folder")
     c.set_defaults(func=_compare)
     b = sub.add_parser("bench", help="benchmarks (see python -m experiments.bench --help)")
     b.add_argument("rest", nargs=argparse.REMAINDER)

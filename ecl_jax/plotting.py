@@ -282,7 +282,9 @@ def _parse_metrics(path: pathlib.Path, text: str) -> dict[str, list[dict]]:
 
 COMPARE_MARKER = ".ecl_jax_compare"
 """File that marks a folder written by ``ecl-jax compare`` (it may overwrite its own outputs there)."""
-_COMPARE_OUTPUTS = ("accuracy.png", "loss.png", "consensus.png", "compare.csv", "compare.md", "compare.json")
+COMPARE_TABLE_CSV, COMPARE_TABLE_MD, COMPARE_SERIES_JSON = "compare.csv", "compare.md", "compare.json"
+"""The outputs of ``ecl-jax compare`` besides the figures (docs/outputs.md#ecl-jax-compare)."""
+_COMPARE_OUTPUTS = ("accuracy.png", "loss.png", "consensus.png", COMPARE_TABLE_CSV, COMPARE_TABLE_MD, COMPARE_SERIES_JSON)
 _RUN_FOLDER_SIGNS = ("config.json", "metrics.csv", "checkpoints", "final.json")
 
 
@@ -467,9 +469,9 @@ def compare_runs(run_dirs: Iterable[str | pathlib.Path], out_dir: str | pathlib.
     """Overlay finished runs (their metrics.csv) in ``out_dir``; the paths written.
 
     Writes accuracy.png, loss.png, consensus.png (colour per algorithm, line style and
-    marker per run folder; legend "<run label>: <algorithm>"), compare.csv and
-    compare.md (final values per run folder and algorithm) and compare.json (runs,
-    series and their styles). Every input is read and checked before anything is
+    marker per run folder; legend "<run label>: <algorithm>"), the final values per run
+    folder and algorithm as a CSV and a Markdown table, and the runs, series and their
+    styles as JSON (file names and contents: docs/outputs.md#ecl-jax-compare). Every input is read and checked before anything is
     written. Raises :class:`RunFolderError` / :class:`DataError` (messages name the
     folder or file) when there is nothing to compare, an input is not a finished run
     folder, its metrics.csv is empty or partial, or ``out_dir`` is a run folder, one of
@@ -532,9 +534,9 @@ def compare_runs(run_dirs: Iterable[str | pathlib.Path], out_dir: str | pathlib.
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    atomic_write_text(out / "compare.csv", buf.getvalue())
-    atomic_write_text(out / "compare.md", _markdown(_title(runs, wrap=False), rows))
-    written += [out / "compare.csv", out / "compare.md"]
+    atomic_write_text(out / COMPARE_TABLE_CSV, buf.getvalue())
+    atomic_write_text(out / COMPARE_TABLE_MD, _markdown(_title(runs, wrap=False), rows))
+    written += [out / COMPARE_TABLE_CSV, out / COMPARE_TABLE_MD]
     info = {
         "title": title,
         "x_axis": x_axis,
@@ -542,10 +544,10 @@ def compare_runs(run_dirs: Iterable[str | pathlib.Path], out_dir: str | pathlib.
                   **{k: r.config.get(k) for k in ("name", "dataset", "model", "topology", "n_nodes") if k in r.config},
                   "series": list(r.histories)} for r in runs],
         "series": series_info,
-        "outputs": [p.name for p in written] + ["compare.json"],
+        "outputs": [p.name for p in written] + [COMPARE_SERIES_JSON],
     }
-    atomic_write_text(out / "compare.json", json.dumps(info, indent=2) + "\n")
-    written.append(out / "compare.json")
+    atomic_write_text(out / COMPARE_SERIES_JSON, json.dumps(info, indent=2) + "\n")
+    written.append(out / COMPARE_SERIES_JSON)
     stale = [n for n in _COMPARE_OUTPUTS if (out / n).exists() and out / n not in written]
     if stale:
         print(f"note: {out} still holds {', '.join(stale)} from an earlier compare (not redrawn: these runs have "

@@ -23,6 +23,8 @@ from .workloads import WORKLOADS
 
 REPO = Path(__file__).resolve().parents[2]
 RESULT_TAG = "BENCH_RESULT "
+BASELINE_TABLE = "compare.md"
+"""The old-vs-new table ``--baseline`` writes into ``--out`` (docs/outputs.md#python--m-experimentsbench)."""
 
 
 def _rss_mb() -> float:
@@ -353,7 +355,7 @@ def compare_trees(baseline: Path, out_dir: Path, rounds: int = 3, only_models: s
                          f"{fmt(med([x for x in old if x]), 4)} | {fmt(med([x for x in new if x]), 4)} | "
                          f"{', '.join(fmt(x) for x in ratios)} | {fmt(med(ratios))} |")
             print(lines[-1], flush=True)
-    path = out_dir / "compare.md"
+    path = out_dir / BASELINE_TABLE
     path.write_text("\n".join(lines) + "\n")
     return path
 
