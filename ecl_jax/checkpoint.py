@@ -34,8 +34,9 @@ __all__ = [
     "read_meta",
 ]
 
-CHECKPOINT_FORMAT = 3
-"""Version of the checkpoint's state layout: 3 = per-edge state in the layout ``config.layout``
+CHECKPOINT_FORMAT = 4
+"""Version of the checkpoint's state layout: 4 = as 3, and ECL's duals carry the per-end
+``news`` flags (:class:`ecl_jax.duals.EdgeDuals`); 3 = per-edge state in the layout ``config.layout``
 picks (:mod:`ecl_jax.layouts`; "auto" picks shift on rings and tori), ECL's duals as
 :class:`ecl_jax.duals.EdgeDuals`; 2 = the slots layout by default on those graphs; 1 (no
 stamp) = ECL duals per directed edge."""
@@ -142,7 +143,7 @@ def check_fingerprint(path: pathlib.Path, meta: dict, expected: dict) -> None:
     if fmt != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"checkpoint {path} has state format {fmt}; this ecl_jax reads format {CHECKPOINT_FORMAT} "
-            f"(format 3: per-edge state in the layout config.layout picks, ECL duals as ecl_jax.duals.EdgeDuals); {_FIX}"
+            f"(format 4: per-edge state in the layout config.layout picks, ECL duals as ecl_jax.duals.EdgeDuals with news flags); {_FIX}"
         )
     stored = meta["fingerprint"]
     if not stored:

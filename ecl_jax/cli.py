@@ -66,10 +66,12 @@ def _run(args) -> int:
     result = run_experiment(config, quiet=args.quiet, fresh=args.fresh)
     summary = summarize(result.final)
     width = max(len(k) for k in summary)
-    print(f"final test accuracy after {config.steps} steps (mean over {config.n_nodes} nodes; worst node):")
+    when = f"{config.steps} steps" if config.runtime == "lockstep" else f"{config.steps} ticks of the free-running runtime"
+    print(f"final test accuracy after {when} (mean over {config.n_nodes} nodes; worst node):")
     for name, s in summary.items():
+        own = "" if config.runtime == "lockstep" else f", {s['epoch']:.2f} epochs of own steps"
         print(f"  {name:<{width}}  {100 * s['test_acc_mean']:6.2f}%  (worst {100 * s['test_acc_min']:6.2f}%, "
-              f"test loss {s['test_loss_mean']:.4f}, {s['wall_time']:.1f}s)")
+              f"test loss {s['test_loss_mean']:.4f}, {s['wall_time']:.1f}s{own})")
     print(f"run folder: {result.run_dir}")
     for p in result.plots:
         print(f"plot: {p}")

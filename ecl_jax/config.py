@@ -57,7 +57,10 @@ class RunConfig:
     shift | slots | edges: how per-edge state is stored, :mod:`ecl_jax.layouts`; auto = the
     fastest correct one for the graph; the maths is the same in every layout).
     Asynchrony: ``edge_schedule`` (e.g. "bernoulli:K=8", "slots:K=8",
-    "round_robin:interval=6", "always"), ``node_prob`` (probability a node computes).
+    "round_robin:interval=6", "always"), ``node_prob`` (probability a node computes),
+    ``runtime`` ("lockstep": one clock for all nodes; "free:speed=...,jitter=...,
+    pause_every=...,pause=...,phase=random": every node on its own clock, ``steps`` counts
+    ticks, the schedule counts each node's own steps; :mod:`ecl_jax.runtime`).
     Training: ``algorithms``, ``lr`` (1/mu for ECL), ``eta``, ``K`` (ISVR round
     length), ``batch_size``, ``steps``, ``eval_every``, ``l2``, ``options`` per algorithm.
     ``partition_replace``: with ``classes``/``kdd20_*`` splits every holder of a class
@@ -86,6 +89,7 @@ class RunConfig:
     hops: int = 2
     layout: str = "auto"
     edge_schedule: str = "bernoulli:K=4"
+    runtime: str = "lockstep"
     node_prob: float = 1.0
     algorithms: tuple[str, ...] = ("ecl-pdmm", "ecl-admm", "gossip", "centralized")
     lr: float = 0.05
@@ -145,7 +149,8 @@ def check_config(c: "RunConfig") -> None:
         raise ConfigError(f"partition_alpha must be a positive number, got {c.partition_alpha!r}")
     if c.x_axis not in ("epoch", "round", "step"):
         raise ConfigError(f"x_axis must be 'epoch', 'round' (= step / K) or 'step', got {c.x_axis!r}")
-    for f in ("dataset", "model", "partition", "topology", "layout", "edge_schedule", "out_dir", "description"):
+    for f in ("dataset", "model", "partition", "topology", "layout", "edge_schedule", "runtime", "out_dir",
+              "description"):
         if not isinstance(getattr(c, f), str):
             raise ConfigError(f"{f} must be a string, got {getattr(c, f)!r}")
     if not c.out_dir.strip():
@@ -206,6 +211,20 @@ def _check_choices(c: "RunConfig") -> None:
             f"edge_schedule {c.edge_schedule!r}: {err}. Examples: always, bernoulli:K=8, bernoulli:p=0.2, "
             "slots:K=8, round_robin:interval=6, and ',fail=0.1' for link failures"
         ) from None
+    from ecl_jax.runtime import runtime_from_string
+
+    try:
+        runtime = runtime_from_string(c.runtime, c.n_nodes)
+        if runtime is not None:
+            runtime.speeds(c.n_nodes)
+    except ValueError as err:
+        raise ConfigError(f"runtime {c.runtime!r}: {err}. Examples: lockstep, free:jitter=0.1, "
+                          "free:pause_every=128,pause=474,jitter=0.1,phase=random, "
+                          "free:stragglers=2,straggler_speed=0.25") from None
+    if runtime is not None and c.node_prob != 1.0:
+        raise ConfigError(f"node_prob={c.node_prob} has no effect with runtime={c.runtime!r}: the node clocks "
+                          "decide who computes. Reset it (--set node_prob=1.0) and use the runtime's fail=, "
+                          "speed= or pause options")
 
 
 def _cli_value(v) -> str:

@@ -33,8 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax.algorithms.base import Algorithm, tree_constant_dtype
-from ecl_jax.masks import AllNodes, AlwaysEdges
+from ecl_jax.masks import Activity, AllNodes, AlwaysEdges, edges_on_clocks
 from ecl_jax.node_data import NodeData, stack_node_data
+from ecl_jax.runtime import FreeRunning
 from ecl_jax.topology import Topology
 from ecl_jax.validation import check_int
 
@@ -47,11 +48,13 @@ LossFn = Callable[..., jax.Array]
 
 
 class Carry(NamedTuple):
-    """Everything a run needs to continue: algorithm state, next step, base key."""
+    """Everything a run needs to continue: algorithm state, next step, base key, and the
+    node clocks of a free-running runtime (:class:`~ecl_jax.runtime.Clocks`; ``()`` in lockstep)."""
 
     state: Any
     step: jax.Array
     key: jax.Array
+    clocks: Any = ()
 
 
 UNROLL_MAX_NODES = 128
@@ -181,6 +184,11 @@ class Engine:
       convolutions become grouped convolutions, slower than separate ones on XLA:CPU;
       BENCHMARKS.md), or "auto" (unrolled in python loop mode,
       i.e. convolutions on CPU, for N <= 128 where the compile time stays moderate).
+    runtime: None (lockstep: every node makes step t at step t, ``node_schedule`` says who
+      computes) or a :class:`~ecl_jax.runtime.FreeRunning` runtime: each engine step is one
+      tick, every node runs on its own clock, and ``edge_schedule`` counts each node's own
+      steps (:func:`~ecl_jax.masks.edges_on_clocks`); ``node_schedule`` must stay
+      :class:`~ecl_jax.masks.AllNodes` (docs/algorithms.md#free-running-runtime).
     donate: :meth:`run_chunk` consumes the carry it is given (its buffers are reused for
       the new carry, so a chunk holds one copy of the state instead of two; keep using
       the returned carry). False keeps the old carry valid. :meth:`init` copies the
@@ -202,6 +210,7 @@ class Engine:
     train_metrics: bool = True
     loop: str = "auto"
     node_grads: str = "auto"
+    runtime: FreeRunning | None = None
     donate: bool = True
 
     def __post_init__(self):
@@ -212,6 +221,14 @@ class Engine:
             raise ValueError(f"loop must be 'auto', 'scan' or 'python', got {self.loop!r}")
         if self.node_grads not in ("auto", "vmap", "unrolled"):
             raise ValueError(f"node_grads must be 'auto', 'vmap' or 'unrolled', got {self.node_grads!r}")
+        if self.runtime is not None:
+            if not callable(getattr(self.runtime, "tick", None)) or not callable(getattr(self.runtime, "init", None)):
+                raise ValueError(f"runtime must be None (lockstep) or a FreeRunning runtime, got {self.runtime!r}")
+            if not isinstance(self.node_schedule, AllNodes):
+                raise ValueError(f"a free-running runtime decides who computes from the node clocks; node_schedule "
+                                 f"must stay AllNodes(), got {self.node_schedule!r} (use the runtime's "
+                                 f"failure_prob, speed or pauses instead)")
+            self.runtime.speeds(self.topology.n_nodes)  # per-node speeds must match N
         if not isinstance(self.donate, bool):
             raise ValueError(f"donate must be True or False, got {self.donate!r}")
         object.__setattr__(self, "_traces", [0])
@@ -236,7 +253,8 @@ class Engine:
         another leaf), so the carry can be donated to :meth:`run_chunk`.
         """
         state = self.algorithm.init(params, self.topology)
-        carry = Carry(state, jnp.zeros((), jnp.int32), key)
+        clocks = () if self.runtime is None else self.runtime.init(self.topology.n_nodes, key)
+        carry = Carry(state, jnp.zeros((), jnp.int32), key, clocks)
         return jax.tree_util.tree_map(jnp.copy, carry) if self.donate else carry
 
     def check_data(self, data: NodeData) -> NodeData:
@@ -386,14 +404,20 @@ class Engine:
         topo = self.topology
         k = jax.random.fold_in(carry.key, carry.step)
         k_edge, k_node, k_batch, k_drop = jax.random.split(k, 4)
-        edge_active = self.edge_schedule(k_edge, carry.step, topo)
-        node_active = self.node_schedule(k_node, carry.step, topo.n_nodes)
+        clocks = carry.clocks
+        if self.runtime is None:
+            edge_active = self.edge_schedule(k_edge, carry.step, topo)
+            node_active = self.node_schedule(k_node, carry.step, topo.n_nodes)
+        else:  # one tick of the free-running clocks
+            clocks, tick = self.runtime.tick(carry.clocks, k_node)
+            edge_active = edges_on_clocks(self.edge_schedule, k_edge, carry.step, tick.own_step, tick.computes, topo)
+            node_active = Activity(tick.computes, tick.answers)
         params = self.algorithm.node_params(carry.state)
         x, y, w = self.sample_batch(data, k_batch, tree_constant_dtype(params))  # loss weights in the params' dtype
         rngs = jax.random.split(k_drop, topo.n_nodes)
         grads = self._node_gradients(params, x, y, w, rngs, plan.node_grads)
         state = self.algorithm.step(carry.state, grads, topo, edge_active, node_active)
-        return Carry(state, carry.step + 1, carry.key)
+        return Carry(state, carry.step + 1, carry.key, clocks)
 
     def metrics(self, carry: Carry, data: NodeData, eval_data=None) -> dict:
         """Metrics of the current models (see module docstring)."""
@@ -409,6 +433,8 @@ class Engine:
             out["node_loss"] = node_loss
             out["mean_model_loss"] = jnp.where(valid > 0, mean_losses, 0.0).sum() / valid.sum()
         out["consensus_distance"] = consensus_distance(params)
+        if self.runtime is not None:  # each node's own local steps so far (ticks are carry.step)
+            out["local_steps"] = carry.clocks.steps
         if self.eval_fn is not None:
             out.update(self.eval_fn(params, eval_data))
         return out

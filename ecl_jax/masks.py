@@ -39,6 +39,7 @@ __all__ = [
     "ArrayNodes",
     "FunctionNodes",
     "dense_mask",
+    "edges_on_clocks",
     "edge_schedule_from_string",
 ]
 
@@ -76,6 +77,11 @@ class AlwaysEdges:
 
     def __call__(self, key: jax.Array, step: jax.Array, topology: Topology) -> jax.Array:
         return _failures(jnp.ones((topology.n_edges,), bool), key, self.failure_prob)
+
+    def on_clocks(self, key, tick, own_step, stepped, topology):
+        """Free-running: a node swaps with every neighbour after each of its own steps."""
+        e = jnp.asarray(topology.edges)
+        return _failures(stepped[e[:, 0]] | stepped[e[:, 1]], key, self.failure_prob)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,8 +177,15 @@ class FixedSlotEdges:
         return s
 
     def __call__(self, key, step, topology):
+        return self.on_clocks(key, step, jnp.full((topology.n_nodes,), step, jnp.int32),
+                              jnp.ones((topology.n_nodes,), bool), topology)
+
+    def on_clocks(self, key, tick, own_step, stepped, topology):
+        """Free-running: node i swaps over its edge to j after its own step c when
+        c mod K is the slot of (i -> j) (each end at its own slot)."""
         slots = jnp.asarray(self.directed_slots(topology))
-        hit = slots == jnp.asarray(step) % self.K
+        src = jnp.asarray(topology.src)
+        hit = stepped[src] & (slots == own_step[src] % self.K)
         mask = jax.ops.segment_max(
             hit.astype(jnp.int32), jnp.asarray(topology.undirected), num_segments=topology.n_edges
         ).astype(bool)
@@ -207,9 +220,14 @@ class RoundRobinEdges:
         return o
 
     def __call__(self, key, step, topology):
+        return self.on_clocks(key, step, jnp.full((topology.n_nodes,), step, jnp.int32),
+                              jnp.ones((topology.n_nodes,), bool), topology)
+
+    def on_clocks(self, key, tick, own_step, stepped, topology):
+        """Free-running: the same rule on each node's own step counter ``own_step``."""
         off = jnp.asarray(self.node_offsets(topology))
-        count = off + jnp.asarray(step) + 1
-        initiates = count % self.interval == 0
+        count = off + own_step + 1
+        initiates = stepped & (count % self.interval == 0)
         k = count // self.interval - 1
         deg = jnp.asarray(topology.degree)
         pos = jnp.mod(k, deg)
@@ -341,6 +359,19 @@ class FunctionNodes:
         if mask.shape != (n_nodes,):
             raise ValueError(f"node schedule function returned shape {mask.shape}, expected ({n_nodes},)")
         return mask.astype(bool)
+
+
+def edges_on_clocks(schedule, key: jax.Array, tick: jax.Array, own_step: jax.Array, stepped: jax.Array,
+                    topology: Topology) -> jax.Array:
+    """The edge mask [E] of ``schedule`` in one tick of a free-running runtime
+    (:mod:`ecl_jax.runtime`): ``own_step`` [N] is each node's own step counter, ``stepped``
+    [N] which nodes completed a local step in this tick. Schedules that count steps
+    (``RoundRobinEdges``, ``FixedSlotEdges``, ``AlwaysEdges``) read the node's own counter
+    (their ``on_clocks``); the others (``BernoulliEdges``, tables, functions) are drawn per
+    tick, as in lockstep."""
+    if hasattr(schedule, "on_clocks"):
+        return schedule.on_clocks(key, tick, own_step, stepped, topology)
+    return schedule(key, tick, topology)
 
 
 def dense_mask(topology: Topology, edge_active: jax.Array) -> jax.Array:

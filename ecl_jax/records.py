@@ -21,16 +21,19 @@ __all__ = ["history_row", "summarize", "write_metrics_csv", "write_final", "writ
 
 
 def history_row(metrics: dict, algo: str, config: Any, mean_count: float, wall: float) -> dict:
-    """One metric point as a JSON-friendly row: step, epoch (step * batch / mean node size),
-    round (step / K), samples seen, wall time, then every metric (per-node ones as lists;
-    ``node_loss`` / ``mean_model_loss`` renamed ``train_loss_node`` / ``mean_model_train_loss``)."""
+    """One metric point as a JSON-friendly row: step, epoch (local steps * batch / mean node
+    size), round (local steps / K), samples seen, wall time, then every metric (per-node ones
+    as lists; ``node_loss`` / ``mean_model_loss`` renamed ``train_loss_node`` /
+    ``mean_model_train_loss``). Local steps are the step in lockstep and, under a free-running
+    runtime (step = tick), the mean over nodes of their own steps (metric ``local_steps``)."""
     step = int(metrics["step"])
+    own = np.asarray(metrics["local_steps"], np.float64) if "local_steps" in metrics else np.full(config.n_nodes, step)
     row = {
         "step": step,
-        "epoch": step * config.batch_size / mean_count,
-        "round": step / config.K,
+        "epoch": float(own.mean()) * config.batch_size / mean_count,
+        "round": float(own.mean()) / config.K,
         "algorithm": algo,
-        "samples_seen": step * config.batch_size * config.n_nodes,
+        "samples_seen": int(own.sum()) * config.batch_size,
         "wall_time": wall,
     }
     rename = {"node_loss": "train_loss_node", "mean_model_loss": "mean_model_train_loss"}

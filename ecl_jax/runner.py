@@ -47,6 +47,7 @@ from ecl_jax.engine import Engine
 from ecl_jax.errors import RunFolderError
 from ecl_jax.node_data import NodeData
 from ecl_jax.records import summarize, write_metrics_csv
+from ecl_jax.runtime import runtime_from_string
 from ecl_jax.registry import (
     ALGORITHM_ALIASES,
     ALGORITHM_NAMES,
@@ -367,6 +368,7 @@ class _TrainingInputs(NamedTuple):
     run_key: jax.Array
     edge_schedule: Callable
     node_schedule: Callable
+    runtime: Any
     eval_fn: Callable
     eval_data: tuple
     train: NodeData
@@ -388,6 +390,7 @@ def _training_inputs(plan: _RunPlan) -> _TrainingInputs:
         run_key=run_key,
         edge_schedule=masks.edge_schedule_from_string(config.edge_schedule),
         node_schedule=masks.AllNodes() if config.node_prob >= 1 else masks.BernoulliNodes(config.node_prob),
+        runtime=runtime_from_string(config.runtime, config.n_nodes),
         eval_fn=make_eval_fn(model, min(config.eval_batch, len(data.y_test))),
         eval_data=(jnp.asarray(data.x_test), jnp.asarray(data.y_test)),
         train=NodeData(*(jnp.asarray(a) for a in data.train)),
@@ -402,6 +405,7 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
     engine = Engine(
         algorithm, plan.topology, inputs.loss_fn, batch_size=config.batch_size, edge_schedule=inputs.edge_schedule,
         node_schedule=inputs.node_schedule, eval_every=config.eval_every, eval_fn=inputs.eval_fn,
+        runtime=inputs.runtime,
     )
     ckpt = plan.run_dir / "checkpoints" / f"{name}.npz"
     carry, history, wall0, saved_step = None, [], 0.0, None

@@ -35,8 +35,10 @@
 #   out so the exchange after it stays fast;
 # * `EdgeDuals` (`ecl_jax.duals`): per-edge duals $z_{i|j}$, with the verbs
 #   `EdgeDuals.zeros(topo, params)`, `duals.signed_sum()` ($\sum_{j} A_{i|j} z_{i|j}$ per
-#   node), `duals.exchange(w, active, theta)` (the masked ECL exchange
-#   $z_{i|j} \leftarrow (1-\theta) z_{i|j} + \theta (z_{j|i} - 2 A_{j|i} w_j)$) and
+#   node), `duals.exchange(w, active, theta, node_active)` (the masked ECL exchange
+#   $z_{i|j} \leftarrow (1-\theta) z_{i|j} + \theta (z_{j|i} - 2 A_{j|i} w_j)$; given the
+#   step's `node_active`, a node that did not step since the edge's last swap sends nothing
+#   new, as in the official codes) and
 #   `duals.directed()` ($z_{i|j}$ per directed edge, for checks and plots);
 # * `ecl_jax.graph_ops`: `exchanging_edges(topo, edge_active, node_active)` (the edges
 #   that exchange this step: drawn, both ends active), `neighbor_values`, `sum_edges`,
@@ -103,7 +105,8 @@ def ecl_pdmm_heavy_ball(lr: float, eta: float = 1.0, beta: float = 0.5) -> Algor
         deg = jnp.asarray(topo.degree, jnp.float32)
         new_w, new_prev = for_each_node(primal, state.params, state.prev, grads, state.duals.signed_sum, deg,
                                         node_active=node_active, keep=(state.params, state.prev))
-        new_z = state.duals.exchange(new_w, gops.exchanging_edges(topo, edge_active, node_active))
+        exchanging = gops.exchanging_edges(topo, edge_active, node_active)
+        new_z = state.duals.exchange(new_w, exchanging, node_active=node_active)
         return HeavyBallState(new_w, new_prev, new_z)
 
     return Algorithm(f"ecl-pdmm-hb{beta:g}", init, step, lambda s: s.params)

@@ -135,8 +135,11 @@ class NaiveECL:
                / (mu + sum_j s (eta_i + rho_i))
     ISVR paper rule in the poster's explicit form (Algorithm 1 line 8):
         w_i <- ((K-1)/K)(w_i - lr g_i) + (1/(K |N(i)|)) sum_j A_{i|j} z_{i|j}
-    Reflection y_{i|j} = z_{i|j} - 2 A_{i|j} w_i^new; exchange on an active edge
-    z_{i|j} <- (1 - theta) z_{i|j} + theta y_{j|i} (both directions at once).
+    Reflection y_{i|j} = z_{i|j} - 2 A_{i|j} w_i^new, written into node i's send buffer
+    ``snd[(i, j)]`` at i's own step (the official codes' ``snd``; it starts at 0); an exchange
+    on an active edge delivers both buffers, z_{i|j} <- (1 - theta) z_{i|j} + theta snd[(j, i)].
+    For theta = 1 every buffer is delivered, as the codes do (a buffer sent again is what the
+    receiver holds already); for theta != 1 only buffers written since that edge's last swap.
     """
 
     def __init__(
@@ -170,6 +173,8 @@ class NaiveECL:
         g = self.g
         self.w = [tcopy(w) for w in w0]
         self.z = {(i, j): tzeros(w0[i]) for (i, j) in g.directed}
+        self.snd = {(i, j): tzeros(w0[i]) for (i, j) in g.directed}
+        self.written = {(i, j): False for (i, j) in g.directed}  # snd written since the edge's last swap
         # Both official codes start the running dual mean at a copy of the node's weights.
         self.zbar = {(i, j): tcopy(w0[i]) for (i, j) in g.directed} if self.smoothing else None
         # Received neighbour models start as the neighbours' initial models.
@@ -227,11 +232,18 @@ class NaiveECL:
                         den += s * rho
                 out[k] = num / den
             new_w[i] = out
-        y = {(i, j): tmap(lambda zz, ww: zz - 2.0 * g.A(i, j) * ww, self.z[(i, j)], new_w[i]) for (i, j) in g.directed}
+        for (i, j) in g.directed:
+            if node_mask[i]:
+                self.snd[(i, j)] = tmap(lambda zz, ww: zz - 2.0 * g.A(i, j) * ww, self.z[(i, j)], new_w[i])
+                self.written[(i, j)] = True
         th = self.theta
         for (u, v) in g.exchanging(edge_mask, answer):
-            self.z[(u, v)] = tmap(lambda zz, yy: (1 - th) * zz + th * yy, self.z[(u, v)], y[(v, u)])
-            self.z[(v, u)] = tmap(lambda zz, yy: (1 - th) * zz + th * yy, self.z[(v, u)], y[(u, v)])
+            into_u, into_v = self.snd[(v, u)], self.snd[(u, v)]
+            if th == 1.0 or self.written[(v, u)]:
+                self.z[(u, v)] = tmap(lambda zz, yy: (1 - th) * zz + th * yy, self.z[(u, v)], into_u)
+            if th == 1.0 or self.written[(u, v)]:
+                self.z[(v, u)] = tmap(lambda zz, yy: (1 - th) * zz + th * yy, self.z[(v, u)], into_v)
+            self.written[(u, v)] = self.written[(v, u)] = False
             if self.recv is not None:
                 self.recv[(u, v)] = tcopy(new_w[v])
                 self.recv[(v, u)] = tcopy(new_w[u])

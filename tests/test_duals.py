@@ -139,8 +139,9 @@ def test_duals_are_a_typed_pytree():
     params = {"k": jnp.ones((6, 4, 3)), "b": jnp.ones((6, 3))}
     duals = EdgeDuals.zeros(topo, params)
     assert is_duals(duals) and not is_duals(params)
-    assert [x.shape for x in jax.tree_util.tree_leaves(duals)] == [(6, 1, 2, 3), (6, 1, 2, 12)]  # leaves in key order
-    doubled = jax.tree_util.tree_map(lambda x: x + 2.0, duals)  # elementwise maps keep the type
+    assert [x.shape for x in jax.tree_util.tree_leaves(duals)] == [(6, 1, 2, 3), (6, 1, 2, 12), (6, 1, 2)]  # values in key order, then news
+    assert duals.news.shape == (6, 1, 2) and duals.news.dtype == bool and not duals.news.any()
+    doubled = duals.map(lambda x: x + 2.0)  # elementwise maps keep the type
     assert isinstance(doubled, EdgeDuals) and doubled.layout is topo.layout
     out = jax.jit(lambda d: d.exchange(params, jnp.ones(6, bool)))(doubled)  # through jit
     assert isinstance(out, EdgeDuals) and out.shapes == duals.shapes

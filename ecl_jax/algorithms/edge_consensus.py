@@ -252,7 +252,7 @@ def ecl(config: ECLConfig) -> Algorithm:
         new_w = for_each_node(primal, state.params, grads, dual_sum, coef, *recv,
                               node_active=node_active, keep=state.params)
         exchanging = gops.exchanging_edges(topology, edge_active, node_active)
-        new_z = state.duals.exchange(new_w, exchanging, theta)  # z_{i|j} <- (1-theta) z_{i|j} + theta (z_{j|i} - 2 A_{j|i} w_j)
+        new_z = state.duals.exchange(new_w, exchanging, theta, node_active)  # z_{i|j} <- (1-theta) z_{i|j} + theta (z_{j|i} - 2 A_{j|i} w_j)
         new_zbar = keep_inactive(zbar, state.smoothed_duals, gops.broadcast_to_edges(topology, computes(node_active))) if smoothing else None
         new_recv = None
         if use_rho:  # w_j^recv <- w_j on the edges that exchanged

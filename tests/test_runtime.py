@@ -1,0 +1,260 @@
+"""Free-running node clocks (ecl_jax/runtime.py, docs/algorithms.md#free-running-runtime).
+
+The runtime with equal speeds, no jitter and no pauses is the lockstep run, bit for bit;
+each node's realised steps per tick match its speed; a paused node keeps its model and
+optimiser state while its received copies / duals update (ECL, DSGD, pairwise gossip; in
+gradient tracking and D-PSGD the Metropolis-Hastings mixing averages every answering node) (checked against the per-node
+float64 reference fed the same masks); the KDD20 round robin and the ICML21 slots count
+each node's own steps; the clocks are part of the carry, so a resumed run is the same run.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import naive_reference as nr
+from ecl_jax import engine as eng
+from ecl_jax import masks as mk
+from ecl_jax import runtime as rt
+from ecl_jax import topology as tp
+from ecl_jax.algorithms import dsgd, ecl_isvr, ecl_pdmm, gossip, gradient_tracking, pairwise_gossip
+
+N, P = 6, 3
+
+
+def _sq_loss(w, x, y, rng):
+    return 0.5 * (x @ w - y) ** 2
+
+
+def _data(seed=0, m=12):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N, m, P)).astype(np.float32)
+    y = (x @ rng.normal(size=P) + 0.1 * rng.normal(size=(N, m))).astype(np.float32)
+    return eng.NodeData(x, y, np.full((N,), m, np.int32))
+
+
+def _init(seed=1):
+    return np.random.default_rng(seed).normal(size=(N, P)).astype(np.float32)
+
+
+def _ticks(runtime, n, ticks, seed=0):
+    """(computes [T, N], answers [T, N], own_step [T, N], final clocks) of ``ticks`` ticks."""
+    def body(clocks, t):
+        clocks, tick = runtime.tick(clocks, jax.random.fold_in(jax.random.PRNGKey(seed), t))
+        return clocks, tick
+
+    key = jax.random.PRNGKey(seed + 1)
+    clocks, out = jax.jit(lambda: jax.lax.scan(body, runtime.init(n, key), jnp.arange(ticks)))()
+    return np.asarray(out.computes), np.asarray(out.answers), np.asarray(out.own_step), clocks
+
+
+ALGORITHMS = {
+    "ecl-pdmm": lambda: ecl_pdmm(lr=0.05),
+    "pdmm-isvr": lambda: ecl_isvr(0.05, K=4, variant="pdmm", eta_rule="code"),
+    "gossip": lambda: gossip(0.05),
+    "pairwise-gossip": lambda: pairwise_gossip(0.05),
+    "dsgd": lambda: dsgd(0.05),
+    "gradient-tracking": lambda: gradient_tracking(0.05),
+}
+SCHEDULES = {
+    "round_robin": lambda: mk.RoundRobinEdges(interval=3),
+    "slots": lambda: mk.FixedSlotEdges(K=4, seed=3),
+    "bernoulli": lambda: mk.BernoulliEdges(p=0.4),
+    "always": lambda: mk.AlwaysEdges(),
+}
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_equal_speeds_without_jitter_or_pauses_is_lockstep_exactly(name, schedule):
+    topo = tp.ring(N)
+    runs = []
+    for runtime in (None, rt.FreeRunning(speed=1.0, phase="aligned")):
+        engine = eng.Engine(ALGORITHMS[name](), topo, _sq_loss, batch_size=4, edge_schedule=SCHEDULES[schedule](),
+                            eval_every=7, runtime=runtime)
+        carry, hist = engine.run(_init(), _data(), 20, jax.random.PRNGKey(5))
+        runs.append((nr.directed_duals(carry.state), hist))
+    (s0, h0), (s1, h1) = runs
+    for a, b in zip(jax.tree_util.tree_leaves(s0), jax.tree_util.tree_leaves(s1)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(h0["consensus_distance"], h1["consensus_distance"])
+
+
+@pytest.mark.parametrize("speeds,jitter,pause_every,pause", [
+    ((1.0, 0.5, 0.25, 0.8, 0.1, 0.6), 0.3, 0, 0.0),
+    ((1.0, 0.5, 0.9, 0.3, 0.7, 0.2), 0.5, 16, 20.0),
+])
+def test_realised_steps_per_tick_match_the_speed(speeds, jitter, pause_every, pause):
+    ticks = 10_000
+    runtime = rt.FreeRunning(speed=speeds, jitter=jitter, pause_every=pause_every, pause=pause, phase="random")
+    computes, answers, own, clocks = _ticks(runtime, len(speeds), ticks)
+    s = np.asarray(speeds)
+    # mean time per own step: 1/s, plus pause/pause_every when pausing (a renewal process)
+    rate = 1.0 / (1.0 / s + (pause / pause_every if pause_every else 0.0))
+    realised = computes.sum(0) / ticks
+    # the binomial spread, or the renewal one (var d / E[d]^3 per tick) where it is larger: a
+    # node at speed 1 cannot step twice in a tick, so its jittered slow steps are never made up
+    spread = np.sqrt(np.maximum(rate * (1 - rate), rate * jitter**2 / 3) / ticks)
+    assert np.all(np.abs(realised - rate) <= 4 * spread + 1.0 / ticks), (realised, rate)
+    assert answers.all()  # nobody fails: a slow or paused node still answers
+    np.testing.assert_array_equal(np.asarray(clocks.steps), computes.sum(0))
+    # the own-step counter counts the node's completed steps before this tick
+    np.testing.assert_array_equal(own[1:], np.cumsum(computes, 0)[:-1])
+    assert computes.sum(1).min() < len(speeds)  # not lockstep: some ticks have idle nodes
+
+
+def test_pauses_last_pause_ticks_after_every_pause_every_steps():
+    runtime = rt.FreeRunning(speed=1.0, pause_every=5, pause=7.0)
+    computes, *_ = _ticks(runtime, 2, 60)
+    # 5 steps, then 7 idle ticks, then the next 5 steps: period 12
+    want = np.array(([True] * 5 + [False] * 7) * 5)
+    np.testing.assert_array_equal(computes[:, 0], want)
+    np.testing.assert_array_equal(computes[:, 1], want)
+
+
+def test_failed_nodes_neither_compute_nor_answer_and_their_clock_stands_still():
+    runtime = rt.FreeRunning(speed=0.5, failure_prob=0.3)
+    computes, answers, _, clocks = _ticks(runtime, 4, 4000)
+    assert not (computes & ~answers).any()
+    up = answers.mean()
+    assert abs(up - 0.7) < 0.03
+    # a step takes 2 up-ticks: the rate is 0.5 per tick the node is up
+    assert np.all(np.abs(computes.sum(0) / answers.sum(0) - 0.5) < 0.01)
+
+
+def _masks_from_runtime(topo, runtime, schedule, ticks, seed):
+    """Per-tick edge masks and (computes, answers) pairs drawn the way the engine draws them."""
+    def body(clocks, t):
+        k_edge, k_node = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), t))
+        clocks, tick = runtime.tick(clocks, k_node)
+        edge = mk.edges_on_clocks(schedule, k_edge, t, tick.own_step, tick.computes, topo)
+        return clocks, (edge, tick.computes, tick.answers)
+
+    _, (e, c, a) = jax.jit(lambda: jax.lax.scan(body, runtime.init(topo.n_nodes, jax.random.PRNGKey(seed)),
+                                                jnp.arange(ticks)))()
+    e, c, a = np.asarray(e), np.asarray(c), np.asarray(a)
+    return e, [(ci, ai) for ci, ai in zip(c, a)]
+
+
+@pytest.mark.parametrize("case", ["pdmm", "isvr_code_pdmm", "kdd_code", "dsgd", "dsgd_momentum", "pairwise_gossip",
+                                  "gradient_tracking"])
+def test_paused_nodes_keep_their_state_while_their_copies_update(case):
+    topo = tp.ring(5)
+    alg, naive = nr.build(case, topo)
+    runtime = rt.FreeRunning(speed=(1.0, 0.5, 1.0, 0.7, 0.4), jitter=0.2, pause_every=3, pause=4.0,
+                             phase="random", failure_prob=0.05)
+    edge_masks, node_masks = _masks_from_runtime(topo, runtime, mk.FixedSlotEdges(K=4, seed=1), 30, seed=7)
+    problem = nr.Problem(topo.n_nodes, 3)
+    want, got = [], []
+    nr.run_naive(naive, problem, edge_masks, node_masks, callback=lambda t, nv: want.append(nr.naive_view(nv)))
+    nr.run_jax(alg, topo, problem, edge_masks, node_masks, callback=lambda t, s: got.append(nr.jax_view(alg, s, topo)))
+    refreshed = 0
+    src, dst = np.asarray(topo.src), np.asarray(topo.dst)
+    for t in range(1, len(got)):
+        for part in want[t]:
+            for leaf in want[t][part]:
+                np.testing.assert_allclose(got[t][part][leaf], want[t][part][leaf], rtol=5e-5, atol=5e-6,
+                                           err_msg=f"{case}, tick {t + 1}: {part}[{leaf}]")
+        computes, answers = node_masks[t]
+        if case == "gradient_tracking":  # MH mixing averages any answering node's model (by design)
+            continue
+        for leaf, w in got[t]["params"].items():  # a node that did not compute kept its model
+            np.testing.assert_array_equal(w[~computes], got[t - 1]["params"][leaf][~computes])
+        # a paused node (answers, does not compute) on an exchanging edge: its copies change
+        if "received" in got[t] or "duals" in got[t]:
+            part = "received" if "received" in got[t] else "duals"
+            paused = answers & ~computes
+            for d in range(len(src)):
+                if paused[dst[d]] and computes[src[d]] and edge_masks[t][topo.undirected[d]] and answers[src[d]]:
+                    leaf = "kernel"
+                    if not np.array_equal(got[t][part][leaf][d], got[t - 1][part][leaf][d]):
+                        refreshed += 1
+    if case != "gradient_tracking":
+        assert refreshed > 0, "no paused node received a fresh copy: the test exercised nothing"
+
+
+def test_round_robin_counts_each_nodes_own_steps():
+    topo = tp.complete(3)
+    offsets = (5, 1, 3)
+    schedule = mk.RoundRobinEdges(interval=6, offsets=offsets)
+    runtime = rt.FreeRunning(speed=(1.0, 0.6, 0.35), jitter=0.25)
+    ticks = 600
+    computes, _, own, _ = _ticks(runtime, 3, ticks, seed=2)
+    edge_id = {tuple(sorted(e)): k for k, e in enumerate(topo.edges.tolist())}
+    neighbours = [sorted(set(range(3)) - {i}) for i in range(3)]
+    got = np.zeros((ticks, topo.n_edges), bool)
+    want = np.zeros((ticks, topo.n_edges), bool)
+    for t in range(ticks):
+        got[t] = np.asarray(mk.edges_on_clocks(schedule, jax.random.PRNGKey(0), t, jnp.asarray(own[t]),
+                                               jnp.asarray(computes[t]), topo))
+        for i in range(3):  # after own step c, node i swaps when (offset_i + c + 1) % 6 == 0, round robin
+            count = offsets[i] + own[t, i] + 1
+            if computes[t, i] and count % 6 == 0:
+                j = neighbours[i][(count // 6 - 1) % 2]
+                want[t, edge_id[tuple(sorted((i, j)))]] = True
+    np.testing.assert_array_equal(got, want)
+    # each node initiated floor((offset_i + steps_i) / 6) swaps; the slow ones fewer
+    steps = computes.sum(0)
+    assert want.sum() <= ((np.array(offsets) + steps) // 6).sum() and steps[2] < steps[1] < steps[0]
+    # the exchange times drift apart from lockstep's
+    lockstep = np.stack([np.asarray(schedule(jax.random.PRNGKey(0), t, topo)) for t in range(ticks)])
+    assert lockstep.sum() > got.sum() and not np.array_equal(lockstep, got)
+
+
+def test_official_slots_are_counted_on_each_end_own_round():
+    topo = tp.ring(8)
+    schedule = mk.FixedSlotEdges(K=8, table="ring")
+    slots = schedule.directed_slots(topo)
+    runtime = rt.FreeRunning(speed=(1.0, 0.5) * 4, jitter=0.0)
+    computes, _, own, _ = _ticks(runtime, 8, 64)
+    for t in range(64):
+        edge = np.asarray(mk.edges_on_clocks(schedule, jax.random.PRNGKey(0), t, jnp.asarray(own[t]),
+                                             jnp.asarray(computes[t]), topo))
+        want = np.zeros(topo.n_edges, bool)
+        for d, (i, j) in enumerate(zip(topo.src, topo.dst)):
+            if computes[t, i] and own[t, i] % 8 == slots[d]:
+                want[topo.undirected[d]] = True
+        np.testing.assert_array_equal(edge, want, err_msg=f"tick {t}")
+
+
+def test_free_running_resume_is_the_same_run():
+    topo = tp.ring(N)
+    make = lambda: eng.Engine(dsgd(0.05), topo, _sq_loss, batch_size=4, edge_schedule=mk.FixedSlotEdges(K=4),
+                              eval_every=5, runtime=rt.FreeRunning(speed=(1, .5, .8, .3, 1, .6), jitter=0.2,
+                                                                    pause_every=4, pause=3.0, phase="random"))
+    data = _data()
+    full, _ = make().run(_init(), data, 30, jax.random.PRNGKey(2))
+    half, _ = make().run(_init(), data, 15, jax.random.PRNGKey(2))
+    assert isinstance(half.clocks, rt.Clocks)
+    resumed, _ = make().run(None, data, 30, jax.random.PRNGKey(2), carry=half)
+    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_runtime_errors_name_the_bad_value():
+    with pytest.raises(ValueError, match=r"speed must be a number in \(0, 1\], got 1.5"):
+        rt.FreeRunning(speed=1.5)
+    with pytest.raises(ValueError, match=r"jitter must be a number in \[0, 1\), got 1"):
+        rt.FreeRunning(jitter=1)
+    with pytest.raises(ValueError, match="pause=3.0 needs pause_every > 0"):
+        rt.FreeRunning(pause=3.0)
+    with pytest.raises(ValueError, match="phase must be 'aligned' or 'random', got 'drift'"):
+        rt.FreeRunning(phase="drift")
+    with pytest.raises(ValueError, match="speed has 2 entries, expected one per node"):
+        eng.Engine(dsgd(0.05), tp.ring(N), _sq_loss, runtime=rt.FreeRunning(speed=(1, .5)))
+    with pytest.raises(ValueError, match="node_schedule must stay AllNodes"):
+        eng.Engine(dsgd(0.05), tp.ring(N), _sq_loss, node_schedule=mk.BernoulliNodes(0.5), runtime=rt.FreeRunning())
+    assert rt.runtime_from_string("lockstep", 4) is None
+    r = rt.runtime_from_string("free:jitter=0.1,pause_every=128,pause=474,phase=random,stragglers=1,"
+                               "straggler_speed=0.25,fail=0.01", 4)
+    assert r == rt.FreeRunning(speed=(1.0, 1.0, 1.0, 0.25), jitter=0.1, pause_every=128, pause=474.0,
+                               phase="random", failure_prob=0.01)
+    with pytest.raises(ValueError, match="bad runtime option 'speeed=1'.*valid keys: speed, jitter"):
+        rt.runtime_from_string("free:speeed=1", 4)
+    with pytest.raises(ValueError, match="unknown runtime 'async'; valid: 'lockstep', 'free:"):
+        rt.runtime_from_string("async", 4)
+    with pytest.raises(ValueError, match="stragglers=COUNT and straggler_speed=SPEED together"):
+        rt.runtime_from_string("free:stragglers=2", 4)
