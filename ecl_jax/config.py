@@ -205,11 +205,14 @@ def _check_choices(c: "RunConfig") -> None:
                 f"class_lists must be {c.n_nodes} non-empty lists of class indices (one per node), got {c.class_lists!r}"
             )
     try:
-        masks.edge_schedule_from_string(c.edge_schedule)
+        schedule = masks.edge_schedule_from_string(c.edge_schedule)
+        offsets = getattr(schedule, "offsets", None)
+        if offsets is not None and len(offsets) != c.n_nodes:
+            raise ValueError(f"offsets has {len(offsets)} entries, expected one per node ({c.n_nodes})")
     except (ValueError, TypeError) as err:
         raise ConfigError(
             f"edge_schedule {c.edge_schedule!r}: {err}. Examples: always, bernoulli:K=8, bernoulli:p=0.2, "
-            "slots:K=8, round_robin:interval=6, and ',fail=0.1' for link failures"
+            "slots:K=8, round_robin:interval=6, round_robin:interval=6,offsets=5/1/3, and ',fail=0.1' for link failures"
         ) from None
     from ecl_jax.runtime import runtime_from_string
 
@@ -221,6 +224,10 @@ def _check_choices(c: "RunConfig") -> None:
         raise ConfigError(f"runtime {c.runtime!r}: {err}. Examples: lockstep, free:jitter=0.1, "
                           "free:pause_every=128,pause=474,jitter=0.1,phase=random, "
                           "free:stragglers=2,straggler_speed=0.25") from None
+    if runtime is not None and c.lr_decay != 1.0:
+        raise ConfigError(f"lr_decay={c.lr_decay} is not supported with runtime={c.runtime!r}: under a "
+                          "free-running runtime each node's own step count differs from the tick count, "
+                          "and the decay would count ticks. Use runtime=lockstep or lr_decay=1.0")
     if runtime is not None and c.node_prob != 1.0:
         raise ConfigError(f"node_prob={c.node_prob} has no effect with runtime={c.runtime!r}: the node clocks "
                           "decide who computes. Reset it (--set node_prob=1.0) and use the runtime's fail=, "

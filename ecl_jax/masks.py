@@ -385,13 +385,21 @@ def dense_mask(topology: Topology, edge_active: jax.Array) -> jax.Array:
 def edge_schedule_from_string(spec: str):
     """Parse ``"always"``, ``"bernoulli:K=8"``, ``"bernoulli:p=0.2"``, ``"slots:K=8"``,
     ``"slots:K=8,table=ring"`` (the official ICML21 slots, :func:`icml21_slots`),
-    ``"round_robin:interval=6"``; append ``",fail=0.1"`` for link failures."""
+    ``"round_robin:interval=6"``, ``"round_robin:interval=6,offsets=5/1/3"`` (one offset per
+    node, in node order, separated by ``/``); append ``",fail=0.1"`` for link failures."""
     name, _, rest = spec.partition(":")
     kwargs: dict = {}
     for part in filter(None, rest.split(",")):
         k, _, v = part.partition("=")
-        k = {"fail": "failure_prob"}.get(k.strip(), k.strip())
-        kwargs[k] = float(v) if k in ("p", "failure_prob") else v.strip() if k == "table" else int(v)
+        k, v = {"fail": "failure_prob"}.get(k.strip(), k.strip()), v.strip()
+        try:
+            if k == "offsets":
+                kwargs[k] = tuple(int(o) for o in v.split("/"))
+            else:
+                kwargs[k] = float(v) if k in ("p", "failure_prob") else v if k == "table" else int(v)
+        except ValueError:
+            want = "integers separated by '/', e.g. offsets=5/1/3" if k == "offsets" else "a number"
+            raise ValueError(f"edge schedule option {k} in {spec!r} must be {want}, got {v!r}") from None
     table = {
         "always": AlwaysEdges,
         "bernoulli": BernoulliEdges,

@@ -268,3 +268,9 @@ def test_edge_schedule_from_string():
     assert mk.edge_schedule_from_string("bernoulli:p=0.25,fail=0.1") == mk.BernoulliEdges(p=0.25, failure_prob=0.1)
     assert mk.edge_schedule_from_string("slots:K=8") == mk.FixedSlotEdges(K=8)
     assert mk.edge_schedule_from_string("round_robin:interval=6") == mk.RoundRobinEdges(interval=6)
+    assert (mk.edge_schedule_from_string("round_robin:interval=6,offsets=5/1/3")
+            == mk.RoundRobinEdges(interval=6, offsets=(5, 1, 3)))
+    with pytest.raises(ValueError, match=r"offsets in .* must be integers separated by '/'.*got '5;1'"):
+        mk.edge_schedule_from_string("round_robin:interval=6,offsets=5;1")
+    with pytest.raises(ValueError, match=r"option K in 'slots:K=eight' must be a number, got 'eight'"):
+        mk.edge_schedule_from_string("slots:K=eight")

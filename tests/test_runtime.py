@@ -258,3 +258,19 @@ def test_runtime_errors_name_the_bad_value():
         rt.runtime_from_string("async", 4)
     with pytest.raises(ValueError, match="stragglers=COUNT and straggler_speed=SPEED together"):
         rt.runtime_from_string("free:stragglers=2", 4)
+
+
+def test_config_refuses_runtime_options_that_would_do_nothing_or_count_ticks():
+    from ecl_jax.config import ConfigError, RunConfig, check_config
+
+    free = "free:jitter=0.1,pause_every=8,pause=12"
+    check_config(RunConfig(runtime=free))
+    with pytest.raises(ConfigError, match=r"runtime 'free:speeed=1': bad runtime option.*Examples: lockstep"):
+        check_config(RunConfig(runtime="free:speeed=1"))
+    with pytest.raises(ConfigError, match=r"node_prob=0.5 has no effect with runtime="):
+        check_config(RunConfig(runtime=free, node_prob=0.5))
+    with pytest.raises(ConfigError, match=r"lr_decay=0.9 is not supported with runtime=.*would count ticks"):
+        check_config(RunConfig(runtime=free, lr_decay=0.9, lr_decay_every=100))
+    check_config(RunConfig(lr_decay=0.9, lr_decay_every=100))  # lockstep keeps it
+    with pytest.raises(ConfigError, match=r"offsets has 3 entries, expected one per node \(8\)"):
+        check_config(RunConfig(n_nodes=8, edge_schedule="round_robin:interval=6,offsets=5/1/3"))

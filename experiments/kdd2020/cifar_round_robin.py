@@ -31,7 +31,8 @@ CONFIG = RunConfig(
     partition_replace=True,
     topology="complete",
     n_nodes=3,
-    edge_schedule="round_robin:interval=6",
+    # the official offsets per node name (MELCHIOR 5, BALTHASAR 1, CASPER 3; docs/official_codes.md K11)
+    edge_schedule="round_robin:interval=6,offsets=5/1/3",
     algorithms=("pairwise-gossip", "ecl-pdmm", "ecl-admm", "centralized"),
     lr=0.005,
     lr_decay=0.95,
