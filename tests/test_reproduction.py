@@ -92,8 +92,8 @@ def test_kdd20_configs_carry_sample_code_setup():
     """docs/reproduction_setups.md#kdd20-hyperparameters-and-length: 3 fully connected nodes,
     batch 100, mu 200, eta 1, rho 0.1, gossip lr 0.05, class splits with replacement,
     round-robin every 6 / p = 1/6."""
-    for name, schedule in (("mnist_round_robin.py", "round_robin:interval=6"), ("mnist_random.py", "bernoulli:K=6"),
-                           ("cifar_round_robin.py", "round_robin:interval=6"), ("cifar_random.py", "bernoulli:K=6")):
+    for name, schedule in (("mnist_round_robin.py", "round_robin:interval=6,offsets=5/1/3"), ("mnist_random.py", "bernoulli:K=6"),
+                           ("cifar_round_robin.py", "round_robin:interval=6,offsets=5/1/3"), ("cifar_random.py", "bernoulli:K=6")):
         c = load_config(str(ROOT / "experiments" / "kdd2020" / name))
         assert (c.topology, c.n_nodes, c.batch_size, c.edge_schedule) == ("complete", 3, 100, schedule), name
         assert c.partition == "classes" and c.partition_replace, name
