@@ -63,6 +63,9 @@ class RunConfig:
     ticks, the schedule counts each node's own steps; :mod:`ecl_jax.runtime`).
     Training: ``algorithms``, ``lr`` (1/mu for ECL), ``eta``, ``K`` (ISVR round
     length), ``batch_size``, ``steps``, ``eval_every``, ``l2``, ``options`` per algorithm.
+    ``epoch_samples``: 0 = every minibatch drawn uniformly with replacement; L (a multiple
+    of ``batch_size``) = each node walks a fresh permutation of 0..L-1 (modulo its data
+    count) every L / batch_size own steps (the ICML21 code: L = 12,800).
     ``partition_replace``: with ``classes``/``kdd20_*`` splits every holder of a class
     gets all its samples (the KDD20 code's with-replacement class sampling).
     ``lr_decay``/``lr_decay_every``: step decay lr * lr_decay^floor(step / lr_decay_every)
@@ -96,6 +99,7 @@ class RunConfig:
     eta: float = 1.0
     K: int = 8
     batch_size: int = 32
+    epoch_samples: int = 0
     steps: int = 2000
     eval_every: int = 100
     l2: float = 0.0
@@ -130,6 +134,10 @@ def check_config(c: "RunConfig") -> None:
         note = "all data" if f in ("n_train", "n_test") else "the method's default"
         check_int(f, getattr(c, f), minimum=0 if f == "partition_seed" else 1, allow_none=True, note=note, **strict)
     check_int("seed", c.seed, minimum=0, **strict)
+    check_int("epoch_samples", c.epoch_samples, minimum=0, note="0 = uniform draws with replacement", **strict)
+    if c.epoch_samples % c.batch_size:
+        raise ConfigError(f"epoch_samples={c.epoch_samples} must be a multiple of batch_size={c.batch_size} "
+                          f"(an epoch is epoch_samples / batch_size own steps), or 0 for uniform draws")
     if not (_is_num(c.lr) and c.lr > 0):
         raise ConfigError(f"lr must be a positive finite number, got {c.lr!r}")
     if not (_is_num(c.eta) and c.eta > 0):

@@ -135,13 +135,13 @@ class EdgeDuals:
         k = len(layout.pair_shape)
         on = layout.pair_mask(active)
         sign = layout.pair_sign()
-        stepped = computes_mask(node_active, layout.n_nodes)
-        c_a, c_b = layout.pair_endpoints(stepped)
-        fresh = self.news | jnp.stack([c_a, c_b], axis=-1)  # [*pair_shape, 2]
-        news = fresh & ~on[..., None]
         leaves, treedef = jax.tree_util.tree_flatten(self.pairs)
         ws = treedef.flatten_up_to(w)
+        news = self.news  # lockstep: an edge exchanges only when both ends stepped, news unused
         if isinstance(node_active, Activity):  # a direction only where its sender has news
+            c_a, c_b = layout.pair_endpoints(jnp.asarray(node_active.computes, bool))
+            fresh = self.news | jnp.stack([c_a, c_b], axis=-1)  # [*pair_shape, 2]
+            news = fresh & ~on[..., None]
             to_a, to_b = on & fresh[..., 1], on & fresh[..., 0]
             new = [_one_way_update(x, wi.reshape(wi.shape[:1] + (-1,)), layout, k, sign, theta, to_a, to_b)
                    for x, wi in zip(leaves, ws)]
@@ -166,13 +166,6 @@ class EdgeDuals:
 
 def _no_news(layout: EdgeLayout) -> jax.Array:
     return jnp.zeros(layout.pair_shape + (2,), bool)
-
-
-def computes_mask(node_active: Any, n_nodes: int) -> jax.Array:
-    """The bool [N] nodes that stepped (``node_active``: None, a bool mask or an Activity)."""
-    if node_active is None:
-        return jnp.ones((n_nodes,), bool)
-    return jnp.asarray(node_active.computes if isinstance(node_active, Activity) else node_active, bool)
 
 
 def _endpoints(x: jax.Array, w_flat: jax.Array, layout: EdgeLayout, k: int, sign: np.ndarray, theta: float):

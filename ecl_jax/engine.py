@@ -41,20 +41,58 @@ from ecl_jax.validation import check_int
 
 __all__ = [
     "NodeData", "Carry", "Engine", "ExecutionPlan", "make_plan", "stack_node_data", "consensus_distance",
-    "mean_params", "mixed_precision",
+    "mean_params", "mixed_precision", "EpochOrder", "next_epoch_order", "epoch_rows",
 ]
 
 LossFn = Callable[..., jax.Array]
 
 
 class Carry(NamedTuple):
-    """Everything a run needs to continue: algorithm state, next step, base key, and the
-    node clocks of a free-running runtime (:class:`~ecl_jax.runtime.Clocks`; ``()`` in lockstep)."""
+    """Everything a run needs to continue: algorithm state, next step, base key, the node
+    clocks of a free-running runtime (:class:`~ecl_jax.runtime.Clocks`; ``()`` in lockstep)
+    and the nodes' epoch permutations (:class:`EpochOrder` with ``epoch_samples``, else ``()``)."""
 
     state: Any
     step: jax.Array
     key: jax.Array
     clocks: Any = ()
+    order: Any = ()
+
+
+class EpochOrder(NamedTuple):
+    """Each node's sampling order for its current epoch: ``perm`` [N, L] int32, a permutation
+    of 0..L-1, and ``epoch`` [N] int32, the epoch it was drawn for."""
+
+    perm: jax.Array
+    epoch: jax.Array
+
+
+def _draw_perm(key: jax.Array, node: jax.Array, epoch: jax.Array, length: int) -> jax.Array:
+    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, node), epoch), length).astype(jnp.int32)
+
+
+def next_epoch_order(order: EpochOrder, key: jax.Array, own_step: Any, steps_per_epoch: int) -> EpochOrder:
+    """``order`` with a fresh permutation (from ``key``, the node and the epoch only) for every
+    node whose own step ``own_step`` (scalar or [N]) is in a later epoch than its permutation;
+    the draws run only in a step where some node needs one."""
+    n, length = order.perm.shape
+    epoch = jnp.broadcast_to(jnp.asarray(own_step, jnp.int32), (n,)) // steps_per_epoch
+    stale = epoch != order.epoch
+
+    def redraw(o):
+        fresh = jax.vmap(_draw_perm, in_axes=(None, 0, 0, None))(key, jnp.arange(n), epoch, length)
+        return EpochOrder(jnp.where(stale[:, None], fresh, o.perm), jnp.where(stale, epoch, o.epoch))
+
+    return jax.lax.cond(stale.any(), redraw, lambda o: o, order)
+
+
+def epoch_rows(order: EpochOrder, own_step: Any, count: jax.Array, batch_size: int) -> jax.Array:
+    """[N, B] data rows of each node's own step s: positions (s mod S) B .. + B of its
+    epoch permutation (S = L / B), modulo its data count ``count`` [N]."""
+    n, length = order.perm.shape
+    pos = jnp.broadcast_to(jnp.asarray(own_step, jnp.int32), (n,)) % (length // batch_size) * batch_size
+    cols = pos[:, None] + jnp.arange(batch_size, dtype=jnp.int32)[None, :]
+    return jnp.take_along_axis(order.perm, cols, axis=1) % count[:, None].astype(jnp.int32)
 
 
 UNROLL_MAX_NODES = 128
@@ -166,6 +204,13 @@ def consensus_distance(params) -> jax.Array:
 
 
 
+_EPOCH_SALT = 0x65706F
+
+
+def _epoch_key(key: jax.Array) -> jax.Array:
+    """The run's key for epoch permutations (folded twice: never a step's key fold_in(key, t))."""
+    return jax.random.fold_in(jax.random.fold_in(key, _EPOCH_SALT), _EPOCH_SALT)
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Engine:
     """Runs an :class:`~ecl_jax.algorithms.Algorithm` on a topology.
@@ -174,6 +219,11 @@ class Engine:
       (unstacked) params; ``rng`` is a PRNG key during training and None in evaluation.
     batch_size: samples per node per step, drawn uniformly with replacement from the
       node's data; None = full local data every step (deterministic gradients).
+    epoch_samples: None (the uniform draws above) or L, a multiple of ``batch_size``: each
+      node walks through a fresh random permutation of the indices 0..L-1 every L / B of its
+      own steps (an *epoch*), taking them modulo its data count: without replacement
+      within an epoch when L <= count (the ICML21 code's sampler, L = 12,800;
+      docs/algorithms.md#minibatch-sampling).
     eval_fn: optional ``eval_fn(node_params, eval_data) -> dict of arrays`` called at
       every metric point (e.g. test accuracy per node); ``eval_data`` is passed to
       :meth:`run`.
@@ -203,6 +253,7 @@ class Engine:
     topology: Topology
     loss_fn: LossFn
     batch_size: int | None = 32
+    epoch_samples: int | None = None
     edge_schedule: Callable = AlwaysEdges()
     node_schedule: Callable = AllNodes()
     eval_every: int = 100
@@ -216,6 +267,11 @@ class Engine:
     def __post_init__(self):
         batch = check_int("batch_size", self.batch_size, minimum=1, allow_none=True, note="full batch")
         object.__setattr__(self, "batch_size", batch)
+        epoch = check_int("epoch_samples", self.epoch_samples, minimum=1, allow_none=True, note="uniform draws")
+        if epoch is not None and (batch is None or epoch % batch):
+            raise ValueError(f"epoch_samples={epoch} must be a multiple of batch_size={batch} "
+                             f"(one epoch = epoch_samples / batch_size steps); use None for uniform draws")
+        object.__setattr__(self, "epoch_samples", epoch)
         object.__setattr__(self, "eval_every", check_int("eval_every", self.eval_every, minimum=1))
         if self.loop not in ("auto", "scan", "python"):
             raise ValueError(f"loop must be 'auto', 'scan' or 'python', got {self.loop!r}")
@@ -253,8 +309,15 @@ class Engine:
         another leaf), so the carry can be donated to :meth:`run_chunk`.
         """
         state = self.algorithm.init(params, self.topology)
-        clocks = () if self.runtime is None else self.runtime.init(self.topology.n_nodes, key)
-        carry = Carry(state, jnp.zeros((), jnp.int32), key, clocks)
+        n = self.topology.n_nodes
+        clocks = () if self.runtime is None else self.runtime.init(n, key)
+        order = ()
+        if self.epoch_samples is not None:  # epoch 0's permutations
+            zeros = jnp.zeros((n,), jnp.int32)
+            perm = jax.vmap(_draw_perm, in_axes=(None, 0, 0, None))(_epoch_key(key), jnp.arange(n), zeros,
+                                                                    self.epoch_samples)
+            order = EpochOrder(perm, zeros)
+        carry = Carry(state, jnp.zeros((), jnp.int32), key, clocks, order)
         return jax.tree_util.tree_map(jnp.copy, carry) if self.donate else carry
 
     def check_data(self, data: NodeData) -> NodeData:
@@ -358,8 +421,11 @@ class Engine:
         return carry, stacked
 
     # ------------------------------------------------------------ internals
-    def sample_batch(self, data: NodeData, key: jax.Array, dtype: Any = jnp.float32):
-        """Per-node minibatch (x [N, B, ...], y [N, B, ...], weights [N, B]).
+    def sample_batch(self, data: NodeData, key: jax.Array, dtype: Any = jnp.float32,
+                     order: EpochOrder | None = None, own_step: Any = 0):
+        """Per-node minibatch (x [N, B, ...], y [N, B, ...], weights [N, B]). With
+        ``epoch_samples`` the rows come from ``order`` at each node's ``own_step`` (scalar
+        or [N]; :func:`epoch_rows`), else from uniform draws with ``key``.
 
         The weights (1/m_i on node i's valid rows with ``batch_size=None``, else 1/B) are
         computed in ``dtype``; a step passes the params' constant dtype (float64 in a
@@ -374,8 +440,13 @@ class Engine:
             take = jax.vmap(lambda a, i: a[i])
             w = valid.astype(dtype) / data.count[:, None].astype(dtype)
             return take(data.x, rows), take(data.y, rows), w
-        u = jax.random.uniform(key, (n, self.batch_size))
-        idx = jnp.minimum((u * data.count[:, None]).astype(jnp.int32), data.count[:, None] - 1)
+        if self.epoch_samples is None:
+            u = jax.random.uniform(key, (n, self.batch_size))
+            idx = jnp.minimum((u * data.count[:, None]).astype(jnp.int32), data.count[:, None] - 1)
+        else:
+            if order is None:
+                raise ValueError("sample_batch with epoch_samples needs the carry's EpochOrder (order=carry.order)")
+            idx = epoch_rows(order, own_step, data.count, self.batch_size)
         take = jax.vmap(lambda a, i: a[i])
         w = jnp.full((n, self.batch_size), 1.0 / self.batch_size, dtype)
         return take(data.x, idx), take(data.y, idx), w
@@ -405,6 +476,7 @@ class Engine:
         k = jax.random.fold_in(carry.key, carry.step)
         k_edge, k_node, k_batch, k_drop = jax.random.split(k, 4)
         clocks = carry.clocks
+        own_step = carry.step
         if self.runtime is None:
             edge_active = self.edge_schedule(k_edge, carry.step, topo)
             node_active = self.node_schedule(k_node, carry.step, topo.n_nodes)
@@ -412,12 +484,17 @@ class Engine:
             clocks, tick = self.runtime.tick(carry.clocks, k_node)
             edge_active = edges_on_clocks(self.edge_schedule, k_edge, carry.step, tick.own_step, tick.computes, topo)
             node_active = Activity(tick.computes, tick.answers)
+            own_step = tick.own_step
+        order = carry.order
+        if self.epoch_samples is not None:  # a node entering a new epoch gets a fresh permutation
+            order = next_epoch_order(order, _epoch_key(carry.key), own_step, self.epoch_samples // self.batch_size)
         params = self.algorithm.node_params(carry.state)
-        x, y, w = self.sample_batch(data, k_batch, tree_constant_dtype(params))  # loss weights in the params' dtype
+        # loss weights in the params' dtype
+        x, y, w = self.sample_batch(data, k_batch, tree_constant_dtype(params), order, own_step)
         rngs = jax.random.split(k_drop, topo.n_nodes)
         grads = self._node_gradients(params, x, y, w, rngs, plan.node_grads)
         state = self.algorithm.step(carry.state, grads, topo, edge_active, node_active)
-        return Carry(state, carry.step + 1, carry.key, clocks)
+        return Carry(state, carry.step + 1, carry.key, clocks, order)
 
     def metrics(self, carry: Carry, data: NodeData, eval_data=None) -> dict:
         """Metrics of the current models (see module docstring)."""

@@ -35,6 +35,7 @@ _STYLE = {
     "ecl-admm": {"color": "tab:orange"},
     "pdmm-isvr": {"color": "tab:green"},
     "admm-isvr": {"color": "tab:red"},
+    "admm-isvr-shipped": {"color": "tab:red", "linestyle": "-."},
     "gossip": {"color": "tab:purple"},
     "pairwise-gossip": {"color": "tab:pink"},
     "dsgd": {"color": "tab:brown"},

@@ -112,6 +112,18 @@ def _isvr(variant):
     return build
 
 
+def _isvr_shipped(lr, K, name=None, **opts):
+    """What the ICML21 script run_AdmmISVR.sh ran: ``--piw`` left at 1, so no running-mean dual
+    and c = 1: the PDMM-ISVR update with the code's eta rule (docs/official_codes.md, I4)."""
+    for key, want in (("isvr_rule", "code"), ("c", 1.0), ("dual_smoothing", False), ("theta", 1.0)):
+        if key in opts and opts[key] != want:
+            raise ValueError(f"admm-isvr-shipped is fixed to {key}={want!r} (the shipped script's setting), got "
+                             f"{opts[key]!r}; use admm-isvr or pdmm-isvr with isvr_rule=code for other settings")
+        opts.pop(key, None)
+    return algs.ecl_isvr(lr=lr, K=K, variant="pdmm", eta_rule="code", c=1.0, dual_smoothing=False, theta=1.0,
+                         name="admm-isvr-shipped", **opts)
+
+
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     "ecl-pdmm": AlgorithmSpec(algs.ecl_pdmm, _ECL_OPTIONS, "ECL-PDMM (KDD20), theta = 1"),
     "ecl-admm": AlgorithmSpec(algs.ecl_admm, _ECL_OPTIONS, "ECL-ADMM (KDD20), theta = 1/2"),
@@ -119,6 +131,8 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "admm-sgd": AlgorithmSpec(algs.ecl_admm, _ECL_OPTIONS, "ICML21's name for ECL-ADMM"),
     "pdmm-isvr": AlgorithmSpec(_isvr("pdmm"), _ISVR_OPTIONS, "ECL-ISVR, PDMM form (ICML21)"),
     "admm-isvr": AlgorithmSpec(_isvr("admm"), _ISVR_OPTIONS, "ECL-ISVR, ADMM form (ICML21)"),
+    "admm-isvr-shipped": AlgorithmSpec(_isvr_shipped, _ISVR_OPTIONS,
+                                       "the ICML21 script's ADMM-ISVR as shipped (= PDMM-ISVR, code eta, c = 1)"),
     "gossip": AlgorithmSpec(_sgd(algs.gossip), _SGD_OPTIONS, "gossip SGD / D-PSGD, Metropolis-Hastings weights"),
     "pairwise-gossip": AlgorithmSpec(_sgd(algs.pairwise_gossip), _SGD_OPTIONS, "pairwise gossip averaging"),
     "dsgd": AlgorithmSpec(_sgd(algs.dsgd), _SGD_OPTIONS, "the ICML21 code's DSGD"),
@@ -192,7 +206,7 @@ def build_algorithm(name: str, config) -> algs.Algorithm:
         lr = optax.exponential_decay(lr, config.lr_decay_every, config.lr_decay, staircase=True)
     if "eta" in spec.options:
         opts.setdefault("eta", config.eta)
-    if "K" in spec.options and name in ("pdmm-isvr", "admm-isvr"):
+    if "K" in spec.options and name in ("pdmm-isvr", "admm-isvr", "admm-isvr-shipped"):
         opts.setdefault("K", config.K)
     if "K" in opts and "eta_rule" in spec.options and not str(opts.get("eta_rule", "constant")).startswith("isvr"):
         raise ConfigError(f"{name}.K is used only with eta_rule='isvr_paper' or 'isvr_code' "

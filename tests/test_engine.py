@@ -222,6 +222,55 @@ def test_minibatch_never_samples_padding_and_is_uniform():
         assert np.all(np.abs(freq - expected) < 0.15 * expected), (i, freq)
 
 
+def test_epoch_sampling_walks_a_fresh_permutation_per_node_and_epoch():
+    """epoch_samples = L: node i's own steps e S .. (e + 1) S - 1 (S = L / B) take a
+    permutation of 0..L-1 modulo count_i, a different one for each node and epoch, drawn
+    when the node enters the epoch (its own step counter, as under a free-running runtime)."""
+    counts = np.array(PAD_COUNTS)
+    length, b, per_epoch = 12, 4, 3
+    key = jax.random.PRNGKey(3)
+    order = eng.EpochOrder(jnp.tile(jnp.arange(length, dtype=jnp.int32), (N, 1)), jnp.zeros(N, jnp.int32))
+    own0 = np.array([0, 3, 7, 2])  # per-node own steps
+    rows, perms = {}, {}
+    for t in range(9):
+        own = own0 + t
+        order = eng.next_epoch_order(order, key, own, per_epoch)
+        np.testing.assert_array_equal(order.epoch, own // per_epoch)
+        idx = np.asarray(eng.epoch_rows(order, own, jnp.asarray(counts), b))
+        for i in range(N):
+            e = int(own[i] // per_epoch)
+            rows.setdefault((i, e), []).extend(idx[i])
+            perms[i, e] = tuple(np.asarray(order.perm[i]))
+    full = [ie for ie in rows if len(rows[ie]) == length]
+    assert len(full) >= 2 * N
+    for i, e in full:
+        assert sorted(perms[i, e]) == list(range(length))
+        got = np.bincount(rows[i, e], minlength=counts[i])
+        want = np.bincount(np.arange(length) % counts[i], minlength=counts[i])
+        np.testing.assert_array_equal(got, want)  # each of 0..L-1 exactly once, modulo the count
+    assert len({perms[ie] for ie in full}) == len(full)  # fresh for every node and epoch
+
+
+def test_epoch_sampled_run_resumes_bit_identical_and_changes_the_batches():
+    data = _regression_data([16] * N, seed=2)
+    common = dict(batch_size=4, eval_every=5)
+    base = eng.Engine(local_sgd(0.05), tp.ring(N), _sq_loss, **common)
+    epochs = eng.Engine(local_sgd(0.05), tp.ring(N), _sq_loss, epoch_samples=16, **common)
+    key = jax.random.PRNGKey(0)
+    full, _ = epochs.run(_init(), data, 20, key)
+    half, _ = epochs.run(_init(), data, 10, key)
+    resumed, _ = epochs.run(None, data, 20, key, carry=half)
+    assert _tree_equal(full, resumed)
+    other, _ = base.run(_init(), data, 20, key)
+    assert not np.allclose(np.asarray(full.state.params), np.asarray(other.state.params))
+    np.testing.assert_array_equal(full.order.epoch, np.full(N, 19 // 4))
+
+
+def test_epoch_samples_must_be_a_multiple_of_the_batch():
+    with pytest.raises(ValueError, match="epoch_samples=10 must be a multiple of batch_size=4"):
+        eng.Engine(local_sgd(0.01), tp.ring(N), _sq_loss, batch_size=4, epoch_samples=10)
+
+
 def test_training_with_exploding_padding_stays_finite():
     data = _nan_padded_data()
     engine = eng.Engine(local_sgd(0.01), tp.ring(N), _sq_loss, batch_size=8, eval_every=25)

@@ -55,6 +55,24 @@ def test_overrides_parse_types_and_algorithm_options():
     assert build_algorithm("ecl-admm", cfg).config.eta == 3.0
 
 
+def test_admm_isvr_as_shipped_is_the_pdmm_isvr_code_update():
+    """The ICML21 script's ADMM-ISVR (--piw left at 1): c = 1, no running-mean dual, theta = 1."""
+    cfg = dataclasses.replace(TINY, options={"pdmm-isvr": {"isvr_rule": "code"}})
+    shipped, pdmm = build_algorithm("admm-isvr-shipped", cfg), build_algorithm("pdmm-isvr", cfg)
+    paper = build_algorithm("admm-isvr", cfg)
+    assert shipped.name == "admm-isvr-shipped"
+    assert shipped.config == dataclasses.replace(pdmm.config, name="admm-isvr-shipped") and shipped.config.c == 1.0 and not shipped.config.dual_smoothing
+    assert paper.config.theta == 0.5 and paper.config != shipped.config
+    with pytest.raises(ConfigError, match="admm-isvr-shipped is fixed to c=1.0.*got 2.0"):
+        build_algorithm("admm-isvr-shipped", apply_overrides(TINY, ["algorithms=admm-isvr-shipped", "admm-isvr-shipped.c=2"]))
+
+
+def test_epoch_samples_must_be_a_multiple_of_the_batch_size():
+    with pytest.raises(ConfigError, match="epoch_samples=12 must be a multiple of batch_size=8"):
+        apply_overrides(TINY, ["epoch_samples=12"])
+    assert apply_overrides(TINY, ["epoch_samples=16"]).epoch_samples == 16
+
+
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ConfigError) as err:
         apply_overrides(TINY, ["stepz=3"])

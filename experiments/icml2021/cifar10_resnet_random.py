@@ -11,7 +11,7 @@ rounds as in the README figure.
     ecl-jax run experiments/icml2021/cifar10_resnet_random.py
 
 Needs CIFAR-10 (data_dir with the python or binary archive, or TFDS) and a GPU: 8 x 21.3 M parameters plus one dual per directed edge
-(20 x 21.3 M floats, about 2.4 GB in float32), 44,672 steps per algorithm.
+(20 x 21.3 M floats, about 2.4 GB in float32), 44,800 steps (5,600 rounds) per algorithm.
 Not run on the 2-core CPU of this repository's CI (see REPRODUCTION.md).
 """
 

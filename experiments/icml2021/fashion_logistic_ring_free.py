@@ -19,7 +19,9 @@ CONFIG = dataclasses.replace(
     name="icml21_fashion_logistic_ring_free",
     edge_schedule="slots:K=8,table=doublering",
     runtime="free:pause_every=128,pause=473.6,jitter=0.1,phase=random",
-    algorithms=("dsgd", "pdmm-isvr", "admm-isvr"),
+    algorithms=("dsgd", "pdmm-isvr", "admm-isvr", "admm-isvr-shipped"),
+    lr_decay=1.0,  # lr decay would count ticks under the free runtime (refused)
+    lr_decay_every=0,
     steps=330_880,
     eval_every=1806,
     description="ICML21 logistic, Fashion-MNIST, multiplex ring, free-running runtime (evaluation pauses)",
