@@ -4,7 +4,7 @@ Everything as in ``fashion_logistic_random.py`` (the lockstep run) except how ti
 (docs/algorithms.md#free-running-runtime; REPRODUCTION.md section 1.1):
 
 * ``runtime``: every node on its own clock. A local step lasts one tick; after every epoch
-  of 128 own steps a node pauses 474 ticks (3.7 x the epoch's training time: the official
+  of 128 own steps a node pauses 473.6 ticks (3.7 x the epoch's training time: the official
   code's per-epoch evaluation, inferred from the published per-epoch timings, not
   measured), answering its neighbours' swaps while paused; step and pause durations
   jitter by +-10 %; the nodes start at random phases.
@@ -13,6 +13,8 @@ Everything as in ``fashion_logistic_random.py`` (the lockstep run) except how ti
 * Length: 350 epochs = 5,600 rounds = 44,800 own steps per node, i.e. 350 x (128 + 473.6)
   = 210,560 ticks; metrics about every 48 rounds (1,806 ticks). ``steps`` counts ticks; the
   round / epoch columns count each node's own steps (mean over nodes).
+* lr stays constant (a decay would count ticks, not own epochs; refused under this
+  runtime). The per-epoch permutation sampling counts each node's own steps.
 
     ecl-jax run experiments/icml2021/fashion_logistic_random_free.py --algorithms dsgd,pdmm-isvr
 """

@@ -2,9 +2,10 @@
 
 Everything as in ``fashion_logistic_ring.py`` (the lockstep run) except how time runs,
 as in ``fashion_logistic_random_free.py`` (its docstring says why each setting): nodes on
-their own clocks with a 474-tick evaluation pause (3.7 x an epoch's training) after every
+their own clocks with a 473.6-tick evaluation pause (3.7 x an epoch's training) after every
 128 own steps, +-10 % jitter, random phases; the official slot table of this graph
-("doublering"). Length: 8,800 rounds = 550 epochs = 550 x 601.6 = 330,880 ticks.
+("doublering"). Length: 8,800 rounds = 550 epochs = 550 x 601.6 = 330,880 ticks. lr stays
+constant: the lockstep file's x 0.9 at epoch 410 would count ticks here (refused).
 
     ecl-jax run experiments/icml2021/fashion_logistic_ring_free.py --algorithms dsgd,pdmm-isvr
 """
