@@ -67,8 +67,12 @@ class EpochOrder(NamedTuple):
     epoch: jax.Array
 
 
-def _draw_perm(key: jax.Array, node: jax.Array, epoch: jax.Array, length: int) -> jax.Array:
-    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, node), epoch), length).astype(jnp.int32)
+def _draw_perms(key: jax.Array, epoch: jax.Array, length: int) -> jax.Array:
+    """[N, L]: node i's permutation of 0..L-1 for its epoch ``epoch[i]`` (a function of key, i, epoch)."""
+    def one(node, e):
+        return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, node), e), length)
+
+    return jax.vmap(one)(jnp.arange(epoch.shape[0]), epoch).astype(jnp.int32)
 
 
 def next_epoch_order(order: EpochOrder, key: jax.Array, own_step: Any, steps_per_epoch: int) -> EpochOrder:
@@ -80,7 +84,7 @@ def next_epoch_order(order: EpochOrder, key: jax.Array, own_step: Any, steps_per
     stale = epoch != order.epoch
 
     def redraw(o):
-        fresh = jax.vmap(_draw_perm, in_axes=(None, 0, 0, None))(key, jnp.arange(n), epoch, length)
+        fresh = _draw_perms(key, epoch, length)
         return EpochOrder(jnp.where(stale[:, None], fresh, o.perm), jnp.where(stale, epoch, o.epoch))
 
     return jax.lax.cond(stale.any(), redraw, lambda o: o, order)
@@ -203,13 +207,13 @@ def consensus_distance(params) -> jax.Array:
     return sum(((w - w.mean(0, keepdims=True)) ** 2).reshape(w.shape[0], -1).sum(1).mean() for w in leaves)
 
 
-
 _EPOCH_SALT = 0x65706F
 
 
 def _epoch_key(key: jax.Array) -> jax.Array:
     """The run's key for epoch permutations (folded twice: never a step's key fold_in(key, t))."""
     return jax.random.fold_in(jax.random.fold_in(key, _EPOCH_SALT), _EPOCH_SALT)
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Engine:
@@ -314,9 +318,7 @@ class Engine:
         order = ()
         if self.epoch_samples is not None:  # epoch 0's permutations
             zeros = jnp.zeros((n,), jnp.int32)
-            perm = jax.vmap(_draw_perm, in_axes=(None, 0, 0, None))(_epoch_key(key), jnp.arange(n), zeros,
-                                                                    self.epoch_samples)
-            order = EpochOrder(perm, zeros)
+            order = EpochOrder(_draw_perms(_epoch_key(key), zeros, self.epoch_samples), zeros)
         carry = Carry(state, jnp.zeros((), jnp.int32), key, clocks, order)
         return jax.tree_util.tree_map(jnp.copy, carry) if self.donate else carry
 
