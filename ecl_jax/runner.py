@@ -445,4 +445,5 @@ def _finish(plan: _RunPlan, histories: dict[str, list[dict]]) -> RunResult:
 
 def _title(config: RunConfig, topology) -> str:
     return (f"{config.dataset}, {config.model}, {topology.name} (N={config.n_nodes}), "
-            f"{config.partition} split, edges {config.edge_schedule}")
+            f"{config.partition} split, edges {config.edge_schedule}"
+            + ("" if config.runtime == "lockstep" else f", runtime {config.runtime.partition(':')[0]}"))
