@@ -404,7 +404,8 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
     config, name = plan.config, algorithm.name
     engine = Engine(
         algorithm, plan.topology, inputs.loss_fn, batch_size=config.batch_size,
-        epoch_samples=config.epoch_samples or None, edge_schedule=inputs.edge_schedule, node_schedule=inputs.node_schedule, eval_every=config.eval_every, eval_fn=inputs.eval_fn,
+        epoch_samples=config.epoch_samples or None, edge_schedule=inputs.edge_schedule,
+        node_schedule=inputs.node_schedule, eval_every=config.eval_every, eval_fn=inputs.eval_fn,
         runtime=inputs.runtime,
     )
     ckpt = plan.run_dir / "checkpoints" / f"{name}.npz"

@@ -61,10 +61,12 @@ def test_admm_isvr_as_shipped_is_the_pdmm_isvr_code_update():
     shipped, pdmm = build_algorithm("admm-isvr-shipped", cfg), build_algorithm("pdmm-isvr", cfg)
     paper = build_algorithm("admm-isvr", cfg)
     assert shipped.name == "admm-isvr-shipped"
-    assert shipped.config == dataclasses.replace(pdmm.config, name="admm-isvr-shipped") and shipped.config.c == 1.0 and not shipped.config.dual_smoothing
+    assert shipped.config == dataclasses.replace(pdmm.config, name="admm-isvr-shipped")
+    assert shipped.config.c == 1.0 and not shipped.config.dual_smoothing
     assert paper.config.theta == 0.5 and paper.config != shipped.config
     with pytest.raises(ConfigError, match="admm-isvr-shipped is fixed to c=1.0.*got 2.0"):
-        build_algorithm("admm-isvr-shipped", apply_overrides(TINY, ["algorithms=admm-isvr-shipped", "admm-isvr-shipped.c=2"]))
+        build_algorithm("admm-isvr-shipped",
+                        apply_overrides(TINY, ["algorithms=admm-isvr-shipped", "admm-isvr-shipped.c=2"]))
 
 
 def test_epoch_samples_must_be_a_multiple_of_the_batch_size():
