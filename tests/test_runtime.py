@@ -10,6 +10,9 @@ each node's own steps; the clocks are part of the carry, so a resumed run is the
 
 from __future__ import annotations
 
+import dataclasses
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +24,8 @@ from ecl_jax import masks as mk
 from ecl_jax import runtime as rt
 from ecl_jax import topology as tp
 from ecl_jax.algorithms import dsgd, ecl_isvr, ecl_pdmm, gossip, gradient_tracking, pairwise_gossip
+from ecl_jax.config import load_config
+from ecl_jax.registry import build_algorithm, build_topology
 
 N, P = 6, 3
 
@@ -281,12 +286,6 @@ def _kdd20_admm_consensus(runtime: str, offsets: str, steps: int = 600) -> tuple
     (the code's dual smoothing, theta = 1, sqrt(fan_in) scaling, eta 1, rho 0.1, mu 200) on a
     leaf of the CNN's fc1 fan-in (9,216, scale s = 96) with zero gradients: the linear
     consensus part of the step (experiments/analysis/kdd20_consensus_stability.py)."""
-    import dataclasses
-    import pathlib
-
-    from ecl_jax.config import load_config
-    from ecl_jax.registry import build_algorithm, build_topology
-
     config = load_config(str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "kdd2020" / "mnist_round_robin.py"))
     schedule = f"round_robin:interval=6,offsets={offsets}"
     config = dataclasses.replace(config, edge_schedule=schedule, runtime=runtime)
@@ -316,8 +315,7 @@ def test_kdd20_admm_smoothing_resonates_in_lockstep_and_stays_bounded_when_phase
     period and is not claimed here (REPRODUCTION.md section 3)."""
     d0, lock = _kdd20_admm_consensus("lockstep", "1/3/5")
     assert lock[-1] > 1e5 * lock[0] and np.all(np.diff(lock) > 0), lock
-    d0_free, free = _kdd20_admm_consensus("free:jitter=0.1,phase=random,stragglers=1,straggler_speed=0.9", "1/3/5")
-    assert d0_free == d0
+    _, free = _kdd20_admm_consensus("free:jitter=0.1,phase=random,stragglers=1,straggler_speed=0.9", "1/3/5")
     assert free.max() < d0 and free[-1] < 1e-2 * d0, (d0, free)
     _, official = _kdd20_admm_consensus("lockstep", "5/1/3")
     assert official[-1] < 1e-3 * official[0], official
