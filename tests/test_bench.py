@@ -15,6 +15,8 @@ import pytest
 
 from ecl_jax import cli
 
+pytestmark = pytest.mark.xdist_group("bench")  # its module fixture is built once, on one worker
+
 REPO = Path(__file__).resolve().parents[1]
 TAG = "BENCH_RESULT "
 

@@ -35,7 +35,7 @@ pytest.importorskip("ipykernel")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 KERNEL = "ecl-jax-test-python3"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebooks")]  # module fixture: one worker
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,8 @@ from ecl_jax import cli
 from ecl_jax.config import RunConfig, apply_overrides, load_config
 from ecl_jax.runner import run_experiment, summarize
 
+pytestmark = pytest.mark.xdist_group("reproduction")  # its module fixture is built once, on one worker
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(
     p for d in ("kdd2020", "icml2021", "scale") for p in (ROOT / "experiments" / d).glob("*.py")

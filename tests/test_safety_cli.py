@@ -1,4 +1,11 @@
-"""The worst cases of careless or hostile use, as real ``ecl-jax`` subprocesses.
+"""The worst cases of careless or hostile use, through the ``ecl-jax`` command line.
+
+Each command goes through ``ecl_jax.cli.main``, the function ``python -m ecl_jax`` and the
+``ecl-jax`` script call, in this process (exit code, stdout and stderr captured, the
+working folder and environment set as for a subprocess): a fresh interpreter per command
+cost 2-4 s of imports and a cold compile each. The commands whose point is the process
+itself (the traceback under ``--debug``, a user's own bug in a config file, a missing
+file) run as real ``python -m ecl_jax`` subprocesses.
 
 Each test works in a temporary folder holding other people's files (notes, another
 tool's folder, a finished run) and asserts that nothing outside the run folder it asked
@@ -8,8 +15,10 @@ still work (resume, --fresh of our own folder, extension) does.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -19,6 +28,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from ecl_jax import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -40,13 +51,29 @@ def _snapshot(root: pathlib.Path, skip: pathlib.Path | None = None) -> dict:
     return out
 
 
-def _cli(cwd: pathlib.Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def _cli(cwd: pathlib.Path, *args: str, env: dict | None = None, real: bool = False) -> subprocess.CompletedProcess:
+    """``ecl-jax *args`` run in ``cwd`` with ``env`` added (``ECL_JAX_DATA_DIR`` unset
+    otherwise): in this process through ``cli.main``, or with ``real`` as a subprocess."""
     full_env = dict(os.environ)
     full_env.pop("ECL_JAX_DATA_DIR", None)
     full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "ecl_jax", *args], cwd=cwd, capture_output=True, text=True, env=full_env, timeout=600
-    )
+    if real:
+        return subprocess.run(
+            [sys.executable, "-m", "ecl_jax", *args], cwd=cwd, capture_output=True, text=True, env=full_env, timeout=600
+        )
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        for k in set(os.environ) - set(full_env):
+            mp.delenv(k)
+        for k, v in full_env.items():
+            mp.setenv(k, v)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as stop:  # argparse's own errors
+                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture()
@@ -139,14 +166,17 @@ def test_expected_errors_are_one_line_without_traceback(home):
         (["run", "tiny.py", "--set", "published={\"test_acc\": {\"gossip\": 65}}"], "published"),
         (["run", "tiny.py", "--set", "edge_schedule=slots:K=x"], "edge_schedule"),
     ]
+    real = {"broken.py", "missing.py"}  # a user's own exception, a missing file: also as real processes
     for args, needle in cases:
         _one_line_error(_cli(home, *args), needle)
+        if real & set(args):
+            _one_line_error(_cli(home, *args, real=True), needle)
     assert _snapshot(home) == before  # none of them wrote anything
     assert not (home / "runs" / "tiny").exists()
 
 
 def test_debug_shows_the_traceback(home):
-    res = _cli(home, "run", "tiny.py", "--set", "topology=tours", "--debug")
+    res = _cli(home, "run", "tiny.py", "--set", "topology=tours", "--debug", real=True)
     assert res.returncode != 0 and "Traceback" in res.stderr and "tours" in res.stderr
 
 

@@ -20,6 +20,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.xdist_group("sharding")  # its module fixture is built once, on one worker
+
 SCRIPT = textwrap.dedent(
     r"""
     import json
