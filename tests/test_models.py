@@ -13,8 +13,6 @@ from flax import linen as nn
 
 from ecl_jax import models as M
 
-pytestmark = pytest.mark.xdist_group("models")  # its module fixture is built once, on one worker
-
 MNIST = (28, 28, 1)
 CIFAR = (32, 32, 3)
 

@@ -27,8 +27,6 @@ from ecl_jax import cli
 from ecl_jax.config import RunConfig, apply_overrides, load_config
 from ecl_jax.runner import run_experiment, summarize
 
-pytestmark = pytest.mark.xdist_group("reproduction")  # its module fixture is built once, on one worker
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(
     p for d in ("kdd2020", "icml2021", "scale") for p in (ROOT / "experiments" / d).glob("*.py")
@@ -192,6 +190,7 @@ def claims(tmp_path_factory):
     return non_iid, iid
 
 
+@pytest.mark.xdist_group("claims")  # the claims fixture is built once, on one worker
 def test_claim_non_iid_ecl_near_reference_baselines_behind(claims):
     """2 of 10 classes per node, 8-node ring, each edge active with p = 1/4 per step:
     ECL-PDMM/ADMM and PDMM/ADMM-ISVR within 2 points of the centralised reference,
@@ -205,6 +204,7 @@ def test_claim_non_iid_ecl_near_reference_baselines_behind(claims):
         assert min(acc[e] for e in ECL) - acc[name] >= 3.0, (name, acc)
 
 
+@pytest.mark.xdist_group("claims")
 def test_claim_iid_all_close(claims):
     """IID split, same graph and exchange: ECL and gossip within 2 points of the
     reference; DSGD (ICML21 code's averaging with stale copies, which slows it on any
