@@ -35,6 +35,7 @@ def _activity_masks(topology, seed):
     return edges, [(c, a) for c, a in zip(computes, answers)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("topo_name,layout", [("ring5", "shift"), ("icml21_random", "edges"), ("icml21_random", "slots")])
 @pytest.mark.parametrize("case", nr.CASE_NAMES)
 def test_paused_and_failed_nodes_match_the_naive_reference(case, topo_name, layout):
@@ -61,6 +62,7 @@ def _one_step(alg, topo, state, node_active):
     return alg.step(state, grads, topo, jnp.ones(topo.n_edges, bool), node_active)
 
 
+@pytest.mark.slow
 def test_a_paused_node_answers_a_failed_node_does_not():
     topo = tp.ring(6)
     w0 = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(6, 3)), jnp.float32)}
@@ -91,6 +93,7 @@ def test_a_paused_node_answers_a_failed_node_does_not():
                 np.testing.assert_array_equal(z1[topo.directed_index(int(j), paused)], s1.params["w"][paused])
 
 
+@pytest.mark.slow
 def test_bernoulli_nodes_idle_modes_and_the_engine_runs_an_activity():
     key = jax.random.PRNGKey(0)
     stops, answers = masks.BernoulliNodes(0.5), masks.BernoulliNodes(0.5, idle="answers")

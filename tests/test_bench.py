@@ -15,7 +15,8 @@ import pytest
 
 from ecl_jax import cli
 
-pytestmark = pytest.mark.xdist_group("bench")  # its module fixture is built once, on one worker
+# slow: one subprocess or set of runs for the module; grouped: that fixture is built once, on one worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench")]
 
 REPO = Path(__file__).resolve().parents[1]
 TAG = "BENCH_RESULT "

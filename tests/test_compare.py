@@ -64,6 +64,7 @@ def read_compare_csv(out: pathlib.Path) -> list[dict]:
 # ------------------------------------------------------------------ runs kept apart
 
 
+@pytest.mark.slow
 def test_two_runs_sharing_a_folder_name_are_both_compared(tmp_path, capsys):
     a = make_run(tmp_path / "runs" / "a" / "default", acc0=0.3)
     b = make_run(tmp_path / "runs" / "b" / "default", acc0=0.5, marker=True)
@@ -234,6 +235,7 @@ def test_out_that_is_a_run_folder_is_refused_and_left_unchanged(tmp_path, capsys
     assert {p: snapshot(p) for p in before} == before
 
 
+@pytest.mark.slow
 def test_out_with_foreign_files_is_not_overwritten_but_own_output_is_refreshed(tmp_path, capsys):
     a = make_run(tmp_path / "a")
     foreign = tmp_path / "figures"
@@ -289,6 +291,7 @@ def test_reproduce_names_results_without_metrics(capsys):
             assert f"{d}: no metrics.csv" in out
 
 
+@pytest.mark.slow
 def test_stored_results_are_inputs_to_compare(tmp_path, capsys):
     stored = sorted(d for d in (ROOT / "experiments").glob("*/results/*") if (d / "metrics.csv").is_file())
     assert {"kdd20_mnist5k_cnn_round_robin", "kdd20_mnist5k_mlp_random", "kdd20_mnist5k_mlp_round_robin"} <= {

@@ -101,6 +101,7 @@ def test_problem_is_heterogeneous():
     assert np.abs(grad).max() < 1e-10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sched", list(SCHEDULES))
 @pytest.mark.parametrize("topo", list(TOPOLOGIES))
 @pytest.mark.parametrize("alg", list(ECL))
@@ -133,6 +134,7 @@ F64_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_ecl_reaches_centralised_optimum_float64_subprocess():
     script = F64_SCRIPT.format(tests_dir=os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
@@ -238,6 +240,7 @@ def logistic_loss(p, x, y, rng):
     return jnp.logaddexp(0.0, z) - y * z + 0.5 * LAM * (jnp.sum(p["w"] ** 2) + p["b"] ** 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "alg, topo, sched",
     [

@@ -39,6 +39,7 @@ def _owner_view(topo, x):
     return topo.edges[:, 0], topo.edges[:, 1], x[:, 0], x[:, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_pairs_hold_sum_and_difference_and_convert_back(name):
     base = GRAPHS[name]()
@@ -69,6 +70,7 @@ def test_pairs_hold_sum_and_difference_and_convert_back(name):
         np.testing.assert_array_equal(wb, w[b])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("theta", [1.0, 0.5])
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_exchange_is_the_directed_exchange(name, theta):
@@ -118,6 +120,7 @@ def test_pair_storage_is_two_floats_per_edge_up_to_self_reverse_offsets():
     assert topo.with_layout("slots").layout.pair_shape == (topo.n_edges,)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_signed_sum_against_numpy(name):
     base = GRAPHS[name]()

@@ -45,6 +45,7 @@ def _init(seed=1):
 
 
 # ------------------------------------------------------------- compilation
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "steps, again, loop",
     [(10, 37, "auto"), (1000, 20, "auto"), (23, 1000, "auto"), (23, 40, "python")],
@@ -72,6 +73,7 @@ def test_one_compilation_per_run_whatever_T(steps, again, loop):
         assert engine.trace_count == 2
 
 
+@pytest.mark.slow
 def test_auto_plan_picks_python_for_convolutions_on_cpu():
     def conv_loss(w, x, y, rng):  # 1-D convolution of each row with the weights
         out = jax.vmap(lambda r: jnp.convolve(r, w, mode="valid"))(x)
@@ -89,6 +91,7 @@ def test_auto_plan_picks_python_for_convolutions_on_cpu():
     np.testing.assert_array_equal(h["step"], [5, 10, 12])
 
 
+@pytest.mark.slow
 def test_scan_and_python_loops_agree():
     data = _regression_data([5, 8, 3, 8])
     kw = dict(batch_size=3, edge_schedule=mk.BernoulliEdges(p=0.5), node_schedule=mk.BernoulliNodes(p=0.7),
@@ -118,6 +121,7 @@ RESUME_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, loop", [(c, "auto") for c in RESUME_CASES] + [("ecl_admm_rho_smoothing", "python")])
 def test_resume_is_bit_identical(case, loop):
     data = _regression_data([5, 8, 3, 8])
@@ -149,6 +153,7 @@ def test_resume_is_bit_identical(case, loop):
 
 
 # ------------------------------------------------------------------- metrics
+@pytest.mark.slow
 def test_metrics_shapes_and_values():
     counts = [5, 8, 3, 8]
     data = _regression_data(counts, seed=3)
@@ -205,6 +210,7 @@ def _nan_padded_data():
     return eng.NodeData(x, data.y, data.count)
 
 
+@pytest.mark.slow
 def test_minibatch_never_samples_padding_and_is_uniform():
     data = _nan_padded_data()
     engine = eng.Engine(local_sgd(0.01), tp.ring(N), _sq_loss, batch_size=16)
@@ -222,6 +228,7 @@ def test_minibatch_never_samples_padding_and_is_uniform():
         assert np.all(np.abs(freq - expected) < 0.15 * expected), (i, freq)
 
 
+@pytest.mark.slow
 def test_epoch_sampling_walks_a_fresh_permutation_per_node_and_epoch():
     """epoch_samples = L: node i's own steps e S .. (e + 1) S - 1 (S = L / B) take a
     permutation of 0..L-1 modulo count_i, a different one for each node and epoch, drawn
@@ -251,6 +258,7 @@ def test_epoch_sampling_walks_a_fresh_permutation_per_node_and_epoch():
     assert len({perms[ie] for ie in full}) == len(full)  # fresh for every node and epoch
 
 
+@pytest.mark.slow
 def test_epoch_sampled_run_resumes_bit_identical_and_changes_the_batches():
     data = _regression_data([16] * N, seed=2)
     common = dict(batch_size=4, eval_every=5)
@@ -271,6 +279,7 @@ def test_epoch_samples_must_be_a_multiple_of_the_batch():
         eng.Engine(local_sgd(0.01), tp.ring(N), _sq_loss, batch_size=4, epoch_samples=10)
 
 
+@pytest.mark.slow
 def test_training_with_exploding_padding_stays_finite():
     data = _nan_padded_data()
     engine = eng.Engine(local_sgd(0.01), tp.ring(N), _sq_loss, batch_size=8, eval_every=25)
@@ -298,6 +307,7 @@ def test_full_batch_gradient_is_the_mean_over_valid_rows_only():
 
 
 # ------------------------------------------------------------------ donation
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["scan", "python"])
 def test_donated_carry_gives_the_same_run_and_leaves_callers_arrays_alone(loop):
     data = _regression_data([6, 6, 6, 6])

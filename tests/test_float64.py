@@ -44,7 +44,8 @@ from ecl_jax import masks as mk  # noqa: E402
 from ecl_jax import topology as tp  # noqa: E402
 from ecl_jax.algorithms import ecl_admm, ecl_isvr, ecl_pdmm  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("float64")  # its module fixture is built once, on one worker
+# slow: one subprocess or set of runs for the module; grouped: that fixture is built once, on one worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("float64")]
 
 N, M, P = 8, 20, 5
 COUNTS = np.array([10, 13, 17, 20, 11, 15, 19, 12], np.int32)  # rows per node: the 1/m_i differ

@@ -63,6 +63,7 @@ def test_always_edges_without_failures_is_all_true():
     assert m.all() and m.shape == (10, 5)
 
 
+@pytest.mark.slow
 def test_fixed_slots_with_link_failures_halves_the_rate():
     topo = tp.ring(8)
     sched = mk.FixedSlotEdges(K=4, seed=2)
@@ -140,6 +141,7 @@ def _round_robin_reference(topo, offsets, interval, steps):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "topo_fn, offsets, interval",
     [

@@ -67,6 +67,7 @@ def test_param_counts_exact(name, shape, expected):
     assert f"{expected:,}" in doc
 
 
+@pytest.mark.slow
 def test_param_counts_match_layer_arithmetic():
     assert _RESNET32 == 464_154
     assert abs(_ICML21 - 21.29e6) < 0.005e6
@@ -132,6 +133,7 @@ def test_resnet_depths():
     assert convs[0].kernel_size == (7, 7) and convs[0].strides == (2, 2) and not convs[0].use_bias
 
 
+@pytest.mark.slow
 def test_icml21_dropout_structure_and_output_shape():
     model = M.get_model("icml21_resnet")
     calls, variables = _module_calls(model, CIFAR, deterministic=False)
@@ -157,6 +159,7 @@ def mnist_cnn():
     return model, jax.tree_util.tree_map(lambda w: w[0], params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, shape", [("logistic", MNIST), ("mlp", MNIST), ("kdd20_mnist_cnn", MNIST), ("kdd20_cifar_cnn", CIFAR)]
 )
@@ -187,6 +190,7 @@ def test_node_axis_shapes(name, shape):
     np.testing.assert_allclose(same[2], same[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["logistic", "mlp"])
 def test_node_axis_grads_as_engine(name):
     """vmap(grad) over the node axis with per-node dropout keys, as Engine does."""
@@ -206,6 +210,7 @@ def test_node_axis_grads_as_engine(name):
             np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resnet32_gn_forward():
     """Forward on 2 images with random params of the right shapes (the init itself is
     covered by the eval_shape tests; a real ResNet init compile costs seconds)."""
@@ -219,6 +224,7 @@ def test_resnet32_gn_forward():
     assert not np.allclose(logits[0], logits[1])  # depends on the input
 
 
+@pytest.mark.slow
 def test_flatten_and_channel_axis(mnist_cnn):
     model = M.get_model("logistic")
     p = jax.tree_util.tree_map(lambda w: w[0], M.init_node_params(model, jax.random.PRNGKey(0), 1, MNIST))
@@ -239,6 +245,7 @@ def test_flatten_and_channel_axis(mnist_cnn):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dropout_active_only_with_rng(mnist_cnn):
     model, p = mnist_cnn
     x = jax.random.normal(jax.random.PRNGKey(1), (4,) + MNIST)
@@ -297,6 +304,7 @@ def test_kdd20_mnist_channel_dropout_mask(mnist_cnn):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_loss_and_l2_against_numpy():
     model = M.get_model("mlp")
     p = jax.tree_util.tree_map(lambda w: w[0], M.init_node_params(model, jax.random.PRNGKey(0), 1, MNIST))
@@ -318,6 +326,7 @@ def test_loss_and_l2_against_numpy():
     assert acc.dtype == jnp.float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["logistic", "mlp"])
 def test_sgd_decreases_loss(name):
     model = M.get_model(name)

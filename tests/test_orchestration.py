@@ -51,6 +51,7 @@ def counted(monkeypatch):
     return log
 
 
+@pytest.mark.slow
 def test_every_chunk_of_run_experiment_goes_through_engine_run(tmp_path, counted):
     res = runner.run_experiment(dataclasses.replace(TINY, out_dir=str(tmp_path)), quiet=True)
     order = ["DivergenceCheck", "Recorder", "Progress", "Checkpointer"]
@@ -59,6 +60,7 @@ def test_every_chunk_of_run_experiment_goes_through_engine_run(tmp_path, counted
     assert [r["step"] for r in res.histories["gossip"]] == [10, 20, 30]
 
 
+@pytest.mark.slow
 def test_interrupt_and_resume_go_through_engine_run(tmp_path, counted):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path))
     with pytest.raises(KeyboardInterrupt, match="stopped after 4 chunks"):
@@ -73,6 +75,7 @@ def test_interrupt_and_resume_go_through_engine_run(tmp_path, counted):
     assert [r["step"] for r in res.histories["gossip"]] == [10, 20, 30]
 
 
+@pytest.mark.slow
 def test_the_plan_is_printed_once_per_algorithm(tmp_path, capsys):
     runner.run_experiment(dataclasses.replace(TINY, out_dir=str(tmp_path), steps=10), quiet=False)
     err = capsys.readouterr().err

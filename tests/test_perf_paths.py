@@ -97,6 +97,7 @@ def _numpy_primitives(topo, x, e_dir, w_dir):
     return bcast, nbr, reverse, total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["shift", "slots", "edges"])
 @pytest.mark.parametrize("name", ["ring7", "torus3x4", "torus2x3", "exponential8", "complete5"])
 def test_primitives_match_numpy_definition(name, layout):
@@ -170,6 +171,7 @@ def _run(alg, topo, steps, seed):
     return state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alg_name", list(ALGORITHMS))
 @pytest.mark.parametrize("name", ["ring7", "torus3x4", "exponential8"])
 def test_algorithms_same_in_every_layout(name, alg_name):
@@ -208,6 +210,7 @@ def _engine_setup():
     return tp.ring(n, layout="shift"), params, data, loss
 
 
+@pytest.mark.slow
 def test_unrolled_node_gradients_equal_vmapped():
     from ecl_jax.engine import Engine
 
@@ -224,6 +227,7 @@ def test_unrolled_node_gradients_equal_vmapped():
         Engine(ecl_pdmm(0.1), topo, loss, node_grads="scan")
 
 
+@pytest.mark.slow
 def test_mixed_precision_keeps_float32_state_and_changes_only_rounding():
     from ecl_jax.engine import Engine, mixed_precision
 

@@ -39,7 +39,9 @@ def assert_views_close(got: dict, want: dict, where: str, rtol=5e-5, atol=5e-6):
 
 
 # every layout each graph has: shift only on the ring (the others are not translation invariant)
-LAYOUTS = [(t, lay) for t in TOPOLOGIES for lay in ("shift", "slots", "edges") if lay != "shift" or t == "ring5"]
+# (the quick tier, ``-m "not slow"``, keeps the ring: every algorithm in every layout on one small graph)
+LAYOUTS = [pytest.param(t, lay, marks=() if t == "ring5" else pytest.mark.slow)
+           for t in TOPOLOGIES for lay in ("shift", "slots", "edges") if lay != "shift" or t == "ring5"]
 
 
 @pytest.mark.parametrize("topo_name,layout", LAYOUTS)

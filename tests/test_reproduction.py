@@ -47,6 +47,7 @@ def test_experiment_files_found():
         assert expected in names, f"experiment file {expected} is missing"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_smoke_every_experiment(path, tmp_path, capsys):
     """``ecl-jax run FILE --smoke`` writes metrics.csv (one row per metric point and
@@ -123,6 +124,7 @@ def _fashion_mnist_or_skip():
         pytest.skip(f"Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): {err}")
 
 
+@pytest.mark.slow
 def test_icml21_fashion_logistic_ordering(tmp_path):
     """Real Fashion-MNIST, ICML21 logistic regression, multiplex ring, 96 rounds (768
     steps): the published ordering (ISVR >= DSGD + 5 points, |ISVR - reference| <= 3)."""
@@ -138,6 +140,7 @@ def test_icml21_fashion_logistic_ordering(tmp_path):
         assert abs(acc[isvr] - acc["centralized"]) <= 3.0, acc
 
 
+@pytest.mark.slow
 def test_icml21_pauses_cost_dsgd_not_pdmm_isvr(tmp_path):
     """Real Fashion-MNIST, ICML21 logistic, random graph, 1,024 own steps per node: with the
     official runtime's evaluation pauses (free-running clocks, a pause of 3.7 x the epoch's
@@ -190,6 +193,7 @@ def claims(tmp_path_factory):
     return non_iid, iid
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("claims")  # the claims fixture is built once, on one worker
 def test_claim_non_iid_ecl_near_reference_baselines_behind(claims):
     """2 of 10 classes per node, 8-node ring, each edge active with p = 1/4 per step:
@@ -204,6 +208,7 @@ def test_claim_non_iid_ecl_near_reference_baselines_behind(claims):
         assert min(acc[e] for e in ECL) - acc[name] >= 3.0, (name, acc)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("claims")
 def test_claim_iid_all_close(claims):
     """IID split, same graph and exchange: ECL and gossip within 2 points of the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ecl_jax import topology as tp
 from ecl_jax.algorithms import ecl_pdmm, for_each_node
@@ -43,6 +44,7 @@ def test_for_each_node_is_the_per_node_update_and_keeps_inactive_nodes():
         np.testing.assert_array_equal(old[k], w[k])
 
 
+@pytest.mark.slow
 def test_notebook_rule_runs_on_the_primitives_and_reduces_to_ecl_pdmm():
     topo = tp.ring(6)
     hb = notebook_rule()(0.1, 1.0, beta=0.0)  # the notebook's own source

@@ -113,6 +113,7 @@ def test_load_config_errors(tmp_path):
 # ------------------------------------------------------------------ runs
 
 
+@pytest.mark.slow
 def test_run_folder_contents(tmp_path):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path))
     res = run_experiment(cfg, quiet=True)
@@ -159,6 +160,7 @@ def test_interrupted_run_resumes_bit_identical(tmp_path):
             np.testing.assert_array_equal(za[k], zb[k])
 
 
+@pytest.mark.slow
 def test_changed_config_in_same_folder_is_refused(tmp_path):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), steps=20, algorithms=("gossip",))
     run_experiment(cfg, quiet=True)
@@ -167,6 +169,7 @@ def test_changed_config_in_same_folder_is_refused(tmp_path):
     run_experiment(dataclasses.replace(cfg, lr=0.1), quiet=True, fresh=True)
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_step_algorithm_and_settings(tmp_path):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), algorithms=("gossip",), lr=1e3, l2=1.0, steps=200)
     with pytest.raises(DivergenceError) as err:
@@ -183,6 +186,7 @@ def test_divergence_stops_with_step_algorithm_and_settings(tmp_path):
 # ------------------------------------------------------------------ CLI
 
 
+@pytest.mark.slow
 def test_cli_default_job_smoke(tmp_path, capsys):
     code = cli.main(["run", str(ROOT / "experiments" / "default.py"), "--smoke", "--quiet", "--set", f"out_dir={tmp_path}"])
     out = capsys.readouterr().out

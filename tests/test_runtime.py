@@ -72,6 +72,7 @@ SCHEDULES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_equal_speeds_without_jitter_or_pauses_is_lockstep_exactly(name, schedule):
@@ -181,6 +182,7 @@ def test_paused_nodes_keep_their_state_while_their_copies_update(case):
         assert refreshed > 0, "no paused node received a fresh copy: the test exercised nothing"
 
 
+@pytest.mark.slow
 def test_round_robin_counts_each_nodes_own_steps():
     topo = tp.complete(3)
     offsets = (5, 1, 3)
@@ -225,6 +227,7 @@ def test_official_slots_are_counted_on_each_end_own_round():
         np.testing.assert_array_equal(edge, want, err_msg=f"tick {t}")
 
 
+@pytest.mark.slow
 def test_free_running_resume_is_the_same_run():
     topo = tp.ring(N)
     make = lambda: eng.Engine(dsgd(0.05), topo, _sq_loss, batch_size=4, edge_schedule=mk.FixedSlotEdges(K=4),
@@ -302,6 +305,7 @@ def _kdd20_admm_consensus(runtime: str, offsets: str, steps: int = 600) -> tuple
     return float(eng.consensus_distance(params)), np.asarray(hist["consensus_distance"], np.float64)
 
 
+@pytest.mark.slow
 def test_kdd20_admm_smoothing_resonates_in_lockstep_and_stays_bounded_when_phases_drift():
     """The KDD20 code's ADMM on the round robin every 6 updates, lockstep with the offsets
     1/3/5 in node order (exactly periodic, period 12): the zero-gradient step map grows

@@ -53,6 +53,7 @@ def test_fresh_refuses_a_folder_without_marker_and_names_it(tmp_path):
     assert (victim / "thesis.tex").exists()
 
 
+@pytest.mark.slow
 def test_fresh_does_not_follow_symlinks_out_of_the_run(tmp_path):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path / "runs"))
     run_experiment(cfg, quiet=True)
@@ -80,6 +81,7 @@ def test_subsample_larger_than_the_data_is_a_config_error(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_failed_run_does_not_block_the_corrected_command(tmp_path):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), lr=1e3, l2=1.0, steps=40)
     with pytest.raises(DivergenceError, match="no checkpoint exists yet"):
@@ -151,6 +153,7 @@ def test_checkpoint_without_fingerprint_is_refused(tmp_path):
 # ------------------------------------------------------------------ extension and many calls
 
 
+@pytest.mark.slow
 def test_finished_run_extends_to_more_steps_bit_identically(tmp_path):
     straight = run_experiment(dataclasses.replace(TINY, out_dir=str(tmp_path / "a"), steps=40), quiet=True)
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path / "b"), steps=20)
@@ -166,6 +169,7 @@ def test_finished_run_extends_to_more_steps_bit_identically(tmp_path):
     assert json.loads((extended.run_dir / "config.json").read_text())["steps"] == 40
 
 
+@pytest.mark.slow
 def test_adding_an_algorithm_keeps_the_earlier_results(tmp_path):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path))
     run_experiment(cfg, quiet=True)

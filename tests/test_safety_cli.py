@@ -116,6 +116,7 @@ def test_fresh_never_deletes_what_ecl_jax_did_not_make(home, args, needle):
     assert _snapshot(home) == before
 
 
+@pytest.mark.slow
 def test_fresh_validates_before_it_deletes_and_only_touches_its_run(home):
     res = _cli(home, "run", "tiny.py", "--quiet")
     assert res.returncode == 0, res.stderr
@@ -206,6 +207,7 @@ def _fake_idx(d: pathlib.Path, seed: int) -> None:
             (d / f"{split}-{kind}-idx{a.ndim}-ubyte.gz").write_bytes(gzip.compress(raw))
 
 
+@pytest.mark.slow
 def test_resume_never_mixes_two_runs(home):
     tiny = ["run", "tiny.py", "--quiet", "--set", "name=mix", "--set", "steps=40"]
     # 1. config.json deleted and lr changed: the checkpoint's fingerprint refuses it

@@ -20,7 +20,8 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.xdist_group("sharding")  # its module fixture is built once, on one worker
+# slow: one subprocess or set of runs for the module; grouped: that fixture is built once, on one worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sharding")]
 
 SCRIPT = textwrap.dedent(
     r"""
