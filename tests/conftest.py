@@ -100,5 +100,9 @@ def pytest_configure(config) -> None:
     fixtures (a float64 subprocess, a set of training runs) are built once, not once per
     worker; every other test is balanced as under ``load``."""
     given = any(a == "--dist" or a.startswith("--dist=") or a == "-d" for a in config.invocation_params.args)
-    if getattr(config.option, "dist", "no") == "load" and not given:
+    if given:
+        return
+    if hasattr(config, "workerinput"):  # a worker parses the command line anew: it names its tests by group
+        config.option.loadgroup = True
+    elif getattr(config.option, "dist", "no") == "load":  # the controller: schedules by group
         config.option.dist = "loadgroup"
