@@ -45,6 +45,7 @@ def run_name(base: str, overrides: list[str]) -> str:
 
 
 def _run(args) -> int:
+    from ecl_jax import tuning
     from ecl_jax.config import ConfigError, apply_overrides, load_config
     from ecl_jax.runner import run_experiment, summarize
 
@@ -63,6 +64,9 @@ def _run(args) -> int:
     if not any(o.split("=", 1)[0].strip() == "name" for o in user):
         overrides.append(f"name={run_name(base, user)}")
     config = apply_overrides(config, overrides)
+    hint = tuning.allocator_hint()
+    if hint:
+        print(hint, file=sys.stderr)
     result = run_experiment(config, quiet=args.quiet, fresh=args.fresh)
     summary = summarize(result.final)
     width = max(len(k) for k in summary)
@@ -163,6 +167,10 @@ def _user_error_message(err: BaseException) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["run"]:  # a process of its own: a faster allocator if installed
+        from ecl_jax import tuning
+
+        tuning.reexec_with_tcmalloc(sys.argv[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # everything after "bench" belongs to the benchmark's own parser
         return _bench(argparse.Namespace(rest=argv[1:]))

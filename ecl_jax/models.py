@@ -42,6 +42,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+from ecl_jax import tuning
 from ecl_jax.validation import check_int
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "predict_logits",
     "param_count",
     "sq_norm",
+    "max_pool",
 ]
 
 Params = Any
@@ -103,6 +105,39 @@ def _conv(x, features: int, kernel: int, name: str, *, stride: int = 1, padding:
 
 def _group_norm(x, num_groups: int, name: str):
     return nn.GroupNorm(num_groups=num_groups, epsilon=_GN_EPS, name=name)(x)
+
+
+def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
+    """Max over ``window x window`` patches of NHWC ``x`` every ``stride`` pixels, ``padding``
+    pixels of -inf on each side (PyTorch's ``MaxPool2d(window, stride, padding)``, floor mode).
+
+    With :mod:`ecl_jax.tuning`'s ``reduce_pool`` on (the default) it is written as a reshape
+    and a max (``window == stride``, no padding) or a max of ``window**2`` strided slices,
+    whose gradient is a few elementwise selects; off (``ECL_JAX_REDUCE_POOL=0``) it is
+    ``flax.linen.max_pool`` (XLA's reduce-window, differentiated by select-and-scatter, which
+    cost 48-69 ms per 100 MNIST images on CPU; docs/performance.md#cpu-speed-settings).
+    The values are identical; the gradient differs only at ties inside a window, which
+    follow a ReLU only as zeros, where the ReLU's gradient is zero anyway.
+    """
+    if not tuning.enabled("reduce_pool"):
+        pad = ((padding, padding), (padding, padding))
+        return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pad)
+    b, h, w, c = x.shape
+    if padding == 0 and window == stride:
+        ho, wo = h // window, w // window
+        x = x[:, : ho * window, : wo * window, :]
+        return x.reshape(b, ho, window, wo, window, c).max(axis=(2, 4))
+    if padding:
+        pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+        x = jnp.pad(x, pad, constant_values=-jnp.inf)
+    ho = (h + 2 * padding - window) // stride + 1
+    wo = (w + 2 * padding - window) // stride + 1
+    out = None
+    for i in range(window):
+        for j in range(window):
+            patch = x[:, i: i + stride * (ho - 1) + 1: stride, j: j + stride * (wo - 1) + 1: stride, :]
+            out = patch if out is None else jnp.maximum(out, patch)
+    return out
 
 
 def _as_images(x, model: str) -> jax.Array:
@@ -178,7 +213,7 @@ class KDD20MnistCNN(nn.Module):
         x = _as_images(x, "KDD20MnistCNN")
         x = nn.relu(_conv(x, 32, 3, "conv1", kernel_init=kaiming_normal))
         x = nn.relu(_conv(x, 64, 3, "conv2", kernel_init=kaiming_normal))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2, 2)
         x = nn.Dropout(self.dropout, broadcast_dims=(1, 2))(x, deterministic=deterministic)
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(_dense(x, 128, "fc1", kernel_init=kaiming_normal))
@@ -206,11 +241,11 @@ class KDD20CifarCNN(nn.Module):
         k = kaiming_normal
         x = nn.relu(_group_norm(_conv(x, 32, 3, "conv1", padding=1, kernel_init=k), 1, "gn1"))
         x = nn.relu(_group_norm(_conv(x, 64, 3, "conv2", padding=1, kernel_init=k), 2, "gn2"))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2, 2)
         x = nn.Dropout(0.25)(x, deterministic=deterministic)
         x = nn.relu(_group_norm(_conv(x, 64, 3, "conv3", padding=1, kernel_init=k), 2, "gn3"))
         x = nn.relu(_group_norm(_conv(x, 64, 3, "conv4", padding=1, kernel_init=k), 2, "gn4"))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2, 2)
         x = nn.Dropout(0.25)(x, deterministic=deterministic)
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(_dense(x, 512, "fc1", kernel_init=k))
@@ -325,7 +360,7 @@ class ICML21ResNet(nn.Module):
         g = lambda c: _ceil_groups(c, self.group_channels)  # noqa: E731
         x = _conv(x, 64, 7, "conv1", stride=2, padding=3, use_bias=False)
         x = nn.relu(_group_norm(x, g(64), "gn1"))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, 3, 2, padding=1)
         if self.drop_rate > 0:
             x = nn.Dropout(self.drop_rate, broadcast_dims=(1, 2))(x, deterministic=deterministic)
         n_stages = len(self.stage_sizes)

@@ -260,8 +260,31 @@ def _git_state() -> str:
         return "unknown"
 
 
-def _launch(cfg: dict, timeout_s: int, repo: Path = REPO) -> dict:
+def _worker_env(cfg: dict) -> dict:
+    """The worker's environment: ecl_jax's speed settings (ecl_jax/tuning.py) as a user gets
+    them (tcmalloc preloaded where installed), except those named in ``cfg["settings_off"]``."""
+    from ecl_jax import tuning
+
+    off = set(cfg.get("settings_off", ()))
+    bad = off - set(tuning.SETTINGS)
+    if bad:
+        raise ValueError(f"unknown speed settings {sorted(bad)}; valid: {', '.join(tuning.SETTINGS)}")
     env = dict(os.environ)
+    for setting in tuning.SETTINGS:
+        env.pop(f"ECL_JAX_{setting.upper()}", None)
+        if setting in off:
+            env[f"ECL_JAX_{setting.upper()}"] = "0"
+    # the driver's own import of ecl_jax may have added the flag: the worker decides again
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if f != tuning.EIGEN_CONV_FLAG)
+    preload = [x for x in env.get("LD_PRELOAD", "").split() if "tcmalloc" not in x]
+    env["LD_PRELOAD"] = " ".join(preload)
+    if not preload:
+        del env["LD_PRELOAD"]
+    return tuning.preload_env(env)
+
+
+def _launch(cfg: dict, timeout_s: int, repo: Path = REPO) -> dict:
+    env = _worker_env(cfg)
     dev = int(cfg.get("devices", 1))
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     if dev > 1:
@@ -360,6 +383,82 @@ def compare_trees(baseline: Path, out_dir: Path, rounds: int = 3, only_models: s
     return path
 
 
+SETTINGS_ROWS = (
+    dict(kind="engine", model="kdd20_mnist_cnn", algorithm="ecl-pdmm", topology="complete", n=3, batch=100,
+         steps=5, repeats=3),
+    dict(kind="engine", model="kdd20_mnist_cnn", algorithm="gossip", topology="complete", n=3, batch=100,
+         steps=5, repeats=3),
+    dict(kind="engine", model="kdd20_mnist_cnn", algorithm="ecl-pdmm", topology="ring", n=8, batch=100,
+         steps=3, repeats=3),
+)
+"""The KDD20 CNN rows of the speed settings' comparison (the official code's setting: batch 100)."""
+OTHER_ROWS = tuple(dict(kind="engine", model=m, algorithm="ecl-pdmm", topology="ring", n=n, steps=s, repeats=r)
+                   for m in ("logistic", "mlp") for n in (64, 512) for s, r in [_steps_for(m, n, "engine")])
+"""Rows checked for no slow-down by the settings (and the allocator's effect on the MLP)."""
+SETTINGS_VARIANTS = {
+    "default": (),
+    "eigen_conv off": ("eigen_conv",),
+    "reduce_pool off": ("reduce_pool",),
+    "tcmalloc off": ("tcmalloc",),
+    "all off": ("eigen_conv", "reduce_pool", "tcmalloc"),
+}
+OTHER_VARIANTS = ("default", "tcmalloc off", "all off")
+OFFICIAL_KDD20_CNN = (10.7, "the official KDD20 code (PyTorch, one process per node) on ECL-PDMM, KDD20 CNN, N = 3 "
+                      "complete, batch 100: 10.7 node-steps/s, measured on a Zen 5 part of this VM kind for issue 29 "
+                      "(2026-12), not re-run here")
+SETTINGS_TABLE = "settings.md"
+
+
+def compare_settings(out_dir: Path, rounds: int = 3, rows: tuple = SETTINGS_ROWS + OTHER_ROWS) -> Path:
+    """ecl_jax's speed settings (ecl_jax/tuning.py) on and off in one run: for every row,
+    every variant in alternating worker processes, ``rounds`` times; writes ``settings.md``
+    (median and range of each variant's node-steps/s, ratios to ``default`` and ``all off``)
+    and every worker's result as JSON lines into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
+    lines = [f"# Speed settings on and off (node-steps/s; best of each worker's repeats, median and range over "
+             f"{rounds} interleaved rounds)\n",
+             f"{machine['cpu']}, {machine['cores']} cores, jax {machine['jax']}, {machine['date']}, "
+             f"tcmalloc {'installed' if _tcmalloc_path() else 'not installed'}.\n",
+             "| model | algorithm | graph | N | batch | variant | median | range | default / this | this / all off |",
+             "|---|---|---|---:|---:|---|---:|---|---:|---:|"]
+    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None  # noqa: E731
+    with (out_dir / "settings.jsonl").open("w") as log:
+        for row in rows:
+            names = SETTINGS_VARIANTS if row["model"] == "kdd20_mnist_cnn" else OTHER_VARIANTS
+            got: dict[str, list[float]] = {v: [] for v in names}
+            for k in range(rounds):
+                order = list(names) if k % 2 == 0 else list(names)[::-1]
+                for variant in order:
+                    r = _launch(dict(row, settings_off=list(SETTINGS_VARIANTS[variant])), 1800)
+                    log.write(json.dumps(dict(r, variant=variant, round=k), default=str) + "\n")
+                    log.flush()
+                    if r.get("status") == "ok":
+                        got[variant].append(r["node_steps_per_s"])
+                    else:
+                        print(f"  {describe(row)} {variant}: {r.get('status')}", flush=True)
+            base, off = med(got["default"]), med(got["all off"])
+            for variant, xs in got.items():
+                m = med(xs)
+                lines.append(
+                    f"| {row['model']} | {row['algorithm']} | {row['topology']} | {row['n']} | "
+                    f"{row.get('batch', 32)} | {variant} | {fmt(m, 4)} | "
+                    f"{fmt(min(xs), 4) if xs else '-'}-{fmt(max(xs), 4) if xs else '-'} | "
+                    f"{fmt(base / m) if base and m else '-'} | {fmt(m / off) if m and off else '-'} |")
+                print(lines[-1], flush=True)
+    value, source = OFFICIAL_KDD20_CNN
+    lines += ["", f"Reference: {source}."]
+    path = out_dir / SETTINGS_TABLE
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _tcmalloc_path():
+    from ecl_jax import tuning
+
+    return tuning.find_tcmalloc()
+
+
 def main(argv: list[str] | None = None) -> int:
     doc = sys.modules[__package__].__doc__
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=doc.split("\n\n")[0])
@@ -371,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", default=None, metavar="JSONL", help="only rebuild the tables from a results.jsonl")
     p.add_argument("--baseline", default=None, metavar="DIR",
                    help="compare this checkout with the checkout DIR on the README's engine rows (refactors keep speed)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per row with --baseline")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per row with --baseline or --settings")
+    p.add_argument("--settings", action="store_true",
+                   help="ecl_jax's speed settings on and off on the KDD20 CNN (and logistic/MLP) rows, interleaved")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
@@ -380,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         models = set(args.only.split(",")) if args.only else None
         path = compare_trees(Path(args.baseline), Path(args.out or "runs/bench_compare"), args.rounds, models)
+        print(f"wrote {path}")
+        return 0
+    if args.settings:
+        path = compare_settings(Path(args.out or "runs/bench_settings"), args.rounds)
         print(f"wrote {path}")
         return 0
     out_dir = Path(args.out or ("runs/bench_quick" if args.quick else "runs/bench"))

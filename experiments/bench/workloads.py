@@ -107,12 +107,12 @@ def _layout_name(topo) -> str:
     return getattr(topo.layout, "name", topo.layout)
 
 
-def _rates(n: int, steps: int, times: list[float]) -> dict:
+def _rates(n: int, steps: int, times: list[float], batch: int = BATCH) -> dict:
     """Throughput of ``n`` nodes x ``steps`` steps per timed chunk: best and median."""
     best = min(times)
     return dict(
         node_steps_per_s=n * steps / best,
-        samples_per_s=n * steps * BATCH / best,
+        samples_per_s=n * steps * batch / best,
         step_s=best / steps,
         step_s_median=sorted(times)[len(times) // 2] / steps,
     )
@@ -125,15 +125,18 @@ def work_engine(cfg: dict) -> dict:
 
     from ecl_jax.engine import Engine, mixed_precision
 
+    from ecl_jax import tuning
+
     n, steps, repeats = cfg["n"], cfg["steps"], cfg["repeats"]
+    batch = int(cfg.get("batch", BATCH))
     model, loss = _model(cfg["model"])
     if cfg.get("precision", "float32") == "bfloat16":
         loss = mixed_precision(loss, jnp.bfloat16)
     topo = _topology(cfg["topology"], n, cfg.get("layout", "auto"))
     alg = _algorithm(cfg["algorithm"])
-    data = _synthetic_data(n, data_rows(n))
+    data = _synthetic_data(n, max(data_rows(n), 2 * batch))
     params = _params(model, n)
-    engine = Engine(alg, topo, loss, batch_size=BATCH, eval_every=steps, train_metrics=False)
+    engine = Engine(alg, topo, loss, batch_size=batch, eval_every=steps, train_metrics=False)
     carry = engine.init(params, jax.random.PRNGKey(1))
     del params
     devices = int(cfg.get("devices", 1))
@@ -157,7 +160,9 @@ def work_engine(cfg: dict) -> dict:
                       if jnp.issubdtype(leaf.dtype, jnp.floating)))
     p = _param_count(model)
     return dict(
-        **_rates(n, steps, times),
+        **_rates(n, steps, times, batch),
+        times_s=times,
+        speed_settings=tuning.summary(),
         compile_s=max(first - best, 0.0),
         loop_mode=mode,
         layout=_layout_name(topo),
