@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: install the package with its test extra
-# (and the offline Fashion-MNIST from Debian where apt is usable), then run pytest.
+# (and, where apt is usable, Debian's offline Fashion-MNIST and tcmalloc), then run pytest.
 #
 #   bash scripts/test.sh            the whole suite (what CI runs: .ci/run)
 #   bash scripts/test.sh --quick    the quick tier for the inner loop: every test not marked
@@ -16,9 +16,14 @@ if [ "${1:-}" = "--quick" ]; then
   shift
 fi
 if [ "$quick" = 0 ]; then
-  if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
-      || echo "note: could not install Debian's dataset-fashion-mnist; real-data tests will be skipped"
+  # Debian packages where apt is usable: the offline Fashion-MNIST (real-data tests) and
+  # tcmalloc (the allocator ecl-jax run preloads, docs/performance.md; its tests need it)
+  want=()
+  [ -d /usr/share/datasets/fashion-mnist ] || want+=(dataset-fashion-mnist)
+  ls /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 >/dev/null 2>&1 || want+=(libtcmalloc-minimal4)
+  if [ "${#want[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}") >/dev/null 2>&1 \
+      || echo "note: could not install ${want[*]} with apt; the tests that need them will be skipped"
   fi
   python -m pip install -q -e ".[test]"
 elif ! python -c "import ecl_jax, xdist" >/dev/null 2>&1; then

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from ecl_jax import tuning  # before JAX starts in this process: the speed settings (docs/performance.md)
+
 from .common import data_rows, describe, load_avg
 from .report import fmt, rebuild, write_outputs
 from .workloads import WORKLOADS
@@ -263,8 +265,6 @@ def _git_state() -> str:
 def _worker_env(cfg: dict) -> dict:
     """The worker's environment: ecl_jax's speed settings (ecl_jax/tuning.py) as a user gets
     them (tcmalloc preloaded where installed), except those named in ``cfg["settings_off"]``."""
-    from ecl_jax import tuning
-
     off = set(cfg.get("settings_off", ()))
     bad = off - set(tuning.SETTINGS)
     if bad:
@@ -454,8 +454,6 @@ def compare_settings(out_dir: Path, rounds: int = 3, rows: tuple = SETTINGS_ROWS
 
 
 def _tcmalloc_path():
-    from ecl_jax import tuning
-
     return tuning.find_tcmalloc()
 
 
