@@ -138,8 +138,7 @@ def reexec_with_tcmalloc(argv: list[str], module: str = "ecl_jax") -> None:
     if lib is None:
         _allocator_missing = True
         return
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = " ".join(x for x in (env.get("LD_PRELOAD", ""), lib) if x)
+    env = preload_env()
     env[_REEXEC_MARK] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
