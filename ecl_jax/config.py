@@ -253,11 +253,7 @@ def _check_algorithms(c: "RunConfig") -> None:
         raise ConfigError(f"algorithms must be a non-empty list, e.g. ecl-pdmm,gossip; got {c.algorithms!r}")
     for a in c.algorithms:
         if a not in ALGORITHMS:
-            import difflib
-
-            close = difflib.get_close_matches(str(a), list(ALGORITHMS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown algorithm {a!r}{hint}; valid: {', '.join(ALGORITHMS)}")
+            raise ConfigError(f"unknown algorithm {a!r}{_did_you_mean(str(a), ALGORITHMS)}; valid: {', '.join(ALGORITHMS)}")
     dup = sorted({a for a in c.algorithms if c.algorithms.count(a) > 1})
     if dup:
         raise ConfigError(f"algorithms lists {dup} more than once; each algorithm runs once per run "
@@ -336,6 +332,14 @@ def _to_tuple(v):
     return tuple(_to_tuple(x) for x in v) if isinstance(v, list) else v
 
 
+def _did_you_mean(word: str, choices) -> str:
+    """`` (did you mean 'steps'?)`` for the closest of ``choices`` to a mistyped ``word``, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
     """Apply ``key=value`` strings (``ALGO.OPTION=value`` for per-algorithm options).
 
@@ -357,20 +361,18 @@ def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -
         if "." in key:
             algo, opt = key.split(".", 1)
             if algo not in ALGORITHMS:
-                import difflib
-
-                close = difflib.get_close_matches(algo, list(ALGORITHMS), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"unknown algorithm {algo!r} in {key!r}{hint}; valid: {', '.join(ALGORITHMS)}")
+                raise ConfigError(f"unknown algorithm {algo!r} in {key!r}{_did_you_mean(algo, ALGORITHMS)}; "
+                                  f"valid: {', '.join(ALGORITHMS)}")
             valid = ALGORITHMS[algo].options
             if opt not in valid:
-                raise ConfigError(f"{algo} has no option {opt!r} (in {key!r}); valid options for {algo}: "
+                raise ConfigError(f"{algo} has no option {opt!r} (in {key!r}){_did_you_mean(opt, valid)}; "
+                                  f"valid options for {algo}: "
                                   f"{', '.join(sorted(valid))}")
             options.setdefault(algo, {})[opt] = _parse_value(key, raw, valid[opt])
             set_here.append(algo)
             continue
         if key not in types_:
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {sorted(types_)}")
+            raise ConfigError(f"unknown config key {key!r}{_did_you_mean(key, types_)}; valid keys: {sorted(types_)}")
         value = _parse_value(key, raw, types_[key])
         if key == "options":
             if not isinstance(value, dict):
@@ -429,7 +431,8 @@ def config_from_json(path: str | pathlib.Path) -> RunConfig:
     types_ = _field_types()
     unknown = sorted(set(d) - set(types_))
     if unknown:
-        raise ConfigError(f"{p}: unknown config keys {unknown}; valid keys: {sorted(types_)}")
+        hints = "".join(_did_you_mean(k, types_) for k in unknown[:1])
+        raise ConfigError(f"{p}: unknown config keys {unknown}{hints}; valid keys: {sorted(types_)}")
     fields = {k: (_to_tuple(v) if k in ("algorithms", "class_lists") and isinstance(v, list) else v) for k, v in d.items()}
     return RunConfig(**fields)
 

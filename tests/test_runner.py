@@ -247,3 +247,15 @@ def test_checkpoint_mismatch_names_the_leaf_and_shapes(tmp_path):
     np.savez(tmp_path / "old.npz", **old)
     with pytest.raises(ValueError, match=rf"state format 1; this ecl_jax reads format {CHECKPOINT_FORMAT}.*--fresh"):
         load_checkpoint(tmp_path / "old.npz", carry)
+
+
+def test_mistyped_keys_and_options_get_a_did_you_mean(tmp_path, capsys):
+    for item, want in (("stpes=100", "unknown config key 'stpes' (did you mean 'steps'?)"),
+                       ("ecl-pdmm.eat=2", "ecl-pdmm has no option 'eat' (in 'ecl-pdmm.eat') (did you mean 'eta'?)"),
+                       ("gosip.lr=0.1", "unknown algorithm 'gosip' in 'gosip.lr' (did you mean 'gossip'?)")):
+        code = cli.main(["run", "--set", item, "--set", f"out_dir={tmp_path}"])
+        err = capsys.readouterr().err
+        assert code == 2 and want in err, err
+        assert len(err.strip().splitlines()) == 2  # the error and the --debug hint
+    cli.main(["run", "--set", "zzzz=1", "--set", f"out_dir={tmp_path}"])
+    assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
