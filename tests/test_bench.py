@@ -72,3 +72,13 @@ def test_cpu_profile_runs_and_its_directed_dual_step_computes_the_library_step()
     assert all(v > 0 for v in up["update_ms"].values()) and up["stream_gbs"] > 0
     with pytest.raises(SystemExit):
         profile_cpu.main(["--n", "2"])  # a ring needs 3 nodes: argparse error, exit 2
+
+
+def test_ctrl_c_in_the_bench_is_one_line_like_run(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_bench", interrupted)
+    assert cli.main(["bench", "--quick"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["interrupted: the benchmark's finished rows are in its --out folder (results.jsonl)"]

@@ -459,7 +459,8 @@ def _tcmalloc_path():
 
 def main(argv: list[str] | None = None) -> int:
     doc = sys.modules[__package__].__doc__
-    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=doc.split("\n\n")[0])
+    prog = "ecl-jax bench" if sys.argv[:1] == ["bench"] else "python -m experiments.bench"  # ecl_jax/cli.py sets it
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes only (~2-3 minutes on 2 CPU cores)")
     p.add_argument("--out", default=None, help="output folder (default runs/bench or runs/bench_quick)")
     p.add_argument("--budget", type=float, default=None, help="stop launching new configurations after this many seconds")
