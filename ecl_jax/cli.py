@@ -173,11 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         tuning.reexec_with_tcmalloc(sys.argv[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # everything after "bench" belongs to the benchmark's own parser
-        try:
-            return _bench(argparse.Namespace(rest=argv[1:]))
-        except KeyboardInterrupt:
-            print("\ninterrupted: the benchmark's finished rows are in its --out folder (results.jsonl)", file=sys.stderr)
-            return 130
+        return _bench(argparse.Namespace(rest=argv[1:]))  # Ctrl-C: one line from experiments/bench/__main__.py
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)

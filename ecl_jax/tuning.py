@@ -164,7 +164,7 @@ def preload_env(environ: dict | None = None) -> dict:
 
 
 def summary() -> dict:
-    """What is in effect in this process (for run records and the bench's machine info)."""
+    """What is in effect in this process (the bench records it with every engine row)."""
     return dict(
         eigen_conv=EIGEN_CONV_FLAG in os.environ.get("XLA_FLAGS", "").split(),
         reduce_pool=enabled("reduce_pool"),

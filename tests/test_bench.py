@@ -75,10 +75,12 @@ def test_cpu_profile_runs_and_its_directed_dual_step_computes_the_library_step()
 
 
 def test_ctrl_c_in_the_bench_is_one_line_like_run(monkeypatch, capsys):
-    def interrupted(args):
+    from experiments.bench import runner
+
+    def interrupted(argv=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_bench", interrupted)
+    monkeypatch.setattr(runner, "main", interrupted)  # experiments/bench/__main__.py answers it
     assert cli.main(["bench", "--quick"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["interrupted: the benchmark's finished rows are in its --out folder (results.jsonl)"]

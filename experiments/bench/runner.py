@@ -411,7 +411,7 @@ SETTINGS_TABLE = "settings.md"
 
 def compare_settings(out_dir: Path, rounds: int = 3, rows: tuple = SETTINGS_ROWS + OTHER_ROWS) -> Path:
     """ecl_jax's speed settings (ecl_jax/tuning.py) on and off in one run: for every row,
-    every variant in alternating worker processes, ``rounds`` times; writes ``settings.md``
+    every variant in alternating worker processes, ``rounds`` times; writes ``settings.md`` (docs/outputs.md)
     (median and range of each variant's node-steps/s, ratios to ``default`` and ``all off``)
     and every worker's result as JSON lines into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -419,7 +419,7 @@ def compare_settings(out_dir: Path, rounds: int = 3, rows: tuple = SETTINGS_ROWS
     lines = [f"# Speed settings on and off (node-steps/s; best of each worker's repeats, median and range over "
              f"{rounds} interleaved rounds)\n",
              f"{machine['cpu']}, {machine['cores']} cores, jax {machine['jax']}, {machine['date']}, "
-             f"tcmalloc {'installed' if _tcmalloc_path() else 'not installed'}.\n",
+             f"tcmalloc {'installed' if tuning.find_tcmalloc() else 'not installed'}.\n",
              "| model | algorithm | graph | N | batch | variant | median | range | default / this | this / all off |",
              "|---|---|---|---:|---:|---|---:|---|---:|---:|"]
     med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None  # noqa: E731
@@ -451,10 +451,6 @@ def compare_settings(out_dir: Path, rounds: int = 3, rows: tuple = SETTINGS_ROWS
     path = out_dir / SETTINGS_TABLE
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _tcmalloc_path():
-    return tuning.find_tcmalloc()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,9 +123,8 @@ def work_engine(cfg: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from ecl_jax.engine import Engine, mixed_precision
-
     from ecl_jax import tuning
+    from ecl_jax.engine import Engine, mixed_precision
 
     n, steps, repeats = cfg["n"], cfg["steps"], cfg["repeats"]
     batch = int(cfg.get("batch", BATCH))
@@ -134,7 +133,7 @@ def work_engine(cfg: dict) -> dict:
         loss = mixed_precision(loss, jnp.bfloat16)
     topo = _topology(cfg["topology"], n, cfg.get("layout", "auto"))
     alg = _algorithm(cfg["algorithm"])
-    data = _synthetic_data(n, max(data_rows(n), 2 * batch))
+    data = _synthetic_data(n, data_rows(n) * batch // BATCH)  # as many batches per node as at BATCH
     params = _params(model, n)
     engine = Engine(alg, topo, loss, batch_size=batch, eval_every=steps, train_metrics=False)
     carry = engine.init(params, jax.random.PRNGKey(1))
