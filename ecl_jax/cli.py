@@ -145,10 +145,51 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the figures and the comparison tables (CSV, Markdown, JSON; "
                         "docs/outputs.md) (default: runs/compare); never a run folder")
     c.set_defaults(func=_compare)
-    b = sub.add_parser("bench", help="benchmarks (see python -m experiments.bench --help)")
+    b = sub.add_parser("bench", help="benchmarks (see ecl-jax bench --help)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)
+    p.set_defaults(subparsers=sub.choices)
     return p
+
+
+def _config_key_guess(flag: str) -> str | None:
+    """The config field a mistaken ``--flag`` of ``run`` names (``--steps``, ``--step`` -> ``steps``), or None."""
+    import dataclasses
+    import difflib
+
+    from ecl_jax.config import RunConfig
+
+    name = flag.lstrip("-").replace("-", "_")
+    fields = [f.name for f in dataclasses.fields(RunConfig)]
+    close = difflib.get_close_matches(name, fields, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; an unknown flag is answered with its subcommand's usage and a guess.
+
+    argparse alone reports ``ecl-jax run CONFIG --step 100`` with the top-level usage; here
+    the error names the subcommand's usage and the closest of its flags
+    (``--step: did you mean --set?``). Exit 2, like every argparse error.
+    """
+    from ecl_jax.config import _did_you_mean
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = args.subparsers[args.command]
+        flags = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+        at = next((i for i, w in enumerate(extra) if w.startswith("-")), None)
+        guess = ""
+        if at is not None:
+            flag, _, value = extra[at].partition("=")
+            if not value and at + 1 < len(extra) and not extra[at + 1].startswith("-"):
+                value = extra[at + 1]
+            key = _config_key_guess(flag) if args.command == "run" else None
+            guess = (f" (config fields are set with --set: did you mean --set {key}={value or '...'}?)" if key
+                     else _did_you_mean(flag, flags))
+        sub.error(f"unrecognized arguments: {' '.join(extra)}{guess}")
+    return args
 
 
 def _user_error_message(err: BaseException) -> str | None:
@@ -176,11 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(argparse.Namespace(rest=argv[1:]))  # Ctrl-C: one line from experiments/bench/__main__.py
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        why = ("rerun the same command to resume from the last checkpoint" if args.command == "run"
+               else "no run folder was changed; rerun the same command to draw the comparison")
+        print(f"\ninterrupted: {why}", file=sys.stderr)
         return 130
     except Exception as err:
         msg = _user_error_message(err)

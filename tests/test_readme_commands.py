@@ -86,3 +86,32 @@ def test_readme_commands_run_in_order(tmp_path):
 
     final = json.loads((tmp_path / "runs" / "default" / "final.json").read_text())
     assert final["ecl-pdmm"]["step"] == 3000 // 75  # extended from 20 to 40 steps
+
+
+def _printed_block(text: str) -> list[str]:
+    """The README's block of what the main job prints (the code block after "What the first command prints")."""
+    section = text.split("What the first command prints", 1)[1]
+    block = re.search(r"```\n(.*?)```", section, re.S).group(1)
+    return block.strip().splitlines()
+
+
+def _without_times(lines: list[str]) -> list[str]:
+    """The lines with each algorithm's wall time (", 42.7s)") blanked: the only figure that is machine time."""
+    return [re.sub(r", \d+(\.\d+)?s\)", ", <time>)", line.rstrip()) for line in lines]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("readme_main_job")
+def test_readme_shows_what_the_main_job_prints(tmp_path):
+    """The main job at full size (1,500 steps, 4 algorithms; about 1 min on a 2-core Zen 5 VM):
+    every accuracy, worst node and test loss the README quotes is what it prints, digit for digit."""
+    text = (ROOT / "README.md").read_text()
+    want = _printed_block(text)
+    main_job = _commands(_blocks(text, "## Two commands")[0])[0]
+    assert main_job[-5:] == ["run", "experiments/default.py", "--set", "steps=20", "--quiet"]  # as shortened
+    (tmp_path / "experiments").mkdir()
+    shutil.copy(ROOT / "experiments" / "default.py", tmp_path / "experiments" / "default.py")
+    res = subprocess.run(main_job[:-3] + ["--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = res.stdout.strip().splitlines()[: len(want)]
+    assert _without_times(got) == _without_times(want), "\n".join(["README:"] + want + ["printed:"] + got)

@@ -176,6 +176,38 @@ def test_expected_errors_are_one_line_without_traceback(home):
     assert not (home / "runs" / "tiny").exists()
 
 
+@pytest.mark.parametrize("args, usage, guess", [
+    (["run", "tiny.py", "--step", "100"], "usage: ecl-jax run", "did you mean --set steps=100?"),
+    (["run", "tiny.py", "--n-nodes=4"], "usage: ecl-jax run", "did you mean --set n_nodes=4?"),
+    (["run", "tiny.py", "--qiuet"], "usage: ecl-jax run", "did you mean '--quiet'?"),
+    (["compare", "runs/a", "--ot", "x"], "usage: ecl-jax compare", "did you mean '--out'?"),
+])
+def test_unknown_flags_get_the_subcommands_usage_and_a_guess(home, args, usage, guess):
+    before = _snapshot(home)
+    res = _cli(home, *args)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith(usage), res.stderr  # not the top-level "usage: ecl-jax [-h] {run,...}"
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{usage.split()[1]} {args[0]}: error: unrecognized arguments") and guess in last, last
+    assert _snapshot(home) == before
+
+
+@pytest.mark.parametrize("command, why", [("run", "resume from the last checkpoint"),
+                                          ("compare", "no run folder was changed")])
+def test_ctrl_c_is_one_line_for_every_command(home, monkeypatch, command, why):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    from ecl_jax import plotting, runner
+
+    monkeypatch.setattr(runner, "run_experiment", interrupted)
+    monkeypatch.setattr(plotting, "compare_runs", interrupted)
+    res = _cli(home, *(["run", "tiny.py"] if command == "run" else ["compare", "runs/not_ours"]))
+    assert res.returncode == 130
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted: ") and why in lines[0], res.stderr
+
+
 def test_debug_shows_the_traceback(home):
     res = _cli(home, "run", "tiny.py", "--set", "topology=tours", "--debug", real=True)
     assert res.returncode != 0 and "Traceback" in res.stderr and "tours" in res.stderr
