@@ -42,7 +42,7 @@ picks (:mod:`ecl_jax.layouts`; "auto" picks shift on rings and tori), ECL's dual
 stamp) = ECL duals per directed edge."""
 
 NON_TRAJECTORY_FIELDS = frozenset(
-    {"name", "out_dir", "published", "description", "x_axis", "checkpoint_every", "steps", "algorithms", "options"}
+    {"name", "out_dir", "published", "published_note", "description", "x_axis", "checkpoint_every", "steps", "algorithms", "options"}
 )
 """Config fields that do not change an algorithm's trajectory or its recorded metrics:
 where results go, plot annotations, how often to save, and the step budget (a finished

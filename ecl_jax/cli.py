@@ -13,7 +13,8 @@ __all__ = ["main"]
 
 # Fields that do not name a different run: where it goes, its step budget (a finished run
 # is extended by asking for more steps) and plot settings.
-_NOT_IN_NAME = ("name", "out_dir", "steps", "published", "description", "x_axis", "checkpoint_every")
+_NOT_IN_NAME = ("name", "out_dir", "steps", "published", "published_note", "description", "x_axis",
+                "checkpoint_every")
 
 
 def run_name(base: str, overrides: list[str]) -> str:
@@ -46,7 +47,7 @@ def run_name(base: str, overrides: list[str]) -> str:
 
 def _run(args) -> int:
     from ecl_jax import tuning
-    from ecl_jax.config import ConfigError, apply_overrides, load_config
+    from ecl_jax.config import ConfigError, apply_overrides, load_config, published_for
     from ecl_jax.runner import run_experiment, summarize
 
     config = load_config(args.config)
@@ -63,7 +64,7 @@ def _run(args) -> int:
         base = f"{base}_smoke"
     if not any(o.split("=", 1)[0].strip() == "name" for o in user):
         overrides.append(f"name={run_name(base, user)}")
-    config = apply_overrides(config, overrides)
+    config = published_for(config, apply_overrides(config, overrides))
     hint = tuning.allocator_hint()
     if hint:
         print(hint, file=sys.stderr)

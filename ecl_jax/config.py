@@ -71,7 +71,9 @@ class RunConfig:
     ``lr_decay``/``lr_decay_every``: step decay lr * lr_decay^floor(step / lr_decay_every)
     for every algorithm (0 = constant lr).
     ``published``: published final values drawn as dashed lines on the plots,
-    ``{"test_acc": {"dsgd": 0.654, ...}, "test_loss": {...}}`` (annotation only).
+    ``{"test_acc": {"dsgd": 0.654, ...}, "test_loss": {...}}`` (annotation only), for the
+    setting the experiment file describes; ``published_note``: why a run has none
+    (:func:`published_for`: the command line changed that setting), written on the plots.
     """
 
     name: str = "default"
@@ -115,6 +117,7 @@ class RunConfig:
     lr_decay: float = 1.0
     lr_decay_every: int = 0
     published: dict = dataclasses.field(default_factory=dict)
+    published_note: str = ""
 
     def __post_init__(self):
         check_config(self)
@@ -158,7 +161,7 @@ def check_config(c: "RunConfig") -> None:
     if c.x_axis not in ("epoch", "round", "step"):
         raise ConfigError(f"x_axis must be 'epoch', 'round' (= step / K) or 'step', got {c.x_axis!r}")
     for f in ("dataset", "model", "partition", "topology", "layout", "edge_schedule", "runtime", "out_dir",
-              "description"):
+              "description", "published_note"):
         if not isinstance(getattr(c, f), str):
             raise ConfigError(f"{f} must be a string, got {getattr(c, f)!r}")
     if not c.out_dir.strip():
@@ -330,6 +333,42 @@ def _parse_value(key: str, raw: str, hint) -> Any:
 
 def _to_tuple(v):
     return tuple(_to_tuple(x) for x in v) if isinstance(v, list) else v
+
+
+SAME_SETTING_FIELDS = frozenset({
+    "name", "out_dir", "data_dir", "steps", "eval_every", "eval_batch", "checkpoint_every", "x_axis",
+    "description", "algorithms", "options", "published", "published_note",
+})
+"""Fields a command line may change and still run the setting an experiment's published
+values are for: where results go, how long (a published final stays the target), how
+often to evaluate and save, which of its algorithms. ``options`` counts per algorithm."""
+
+
+def published_for(written: RunConfig, run: RunConfig) -> RunConfig:
+    """``run`` with only the published values that are for its setting (docs/outputs.md#plots).
+
+    ``written`` is the config as the experiment file wrote it, ``run`` that config after the
+    command line's overrides. A changed field outside :data:`SAME_SETTING_FIELDS` (model,
+    data set, graph, schedule, lr, ...) removes every published line; changed options of
+    one algorithm remove that algorithm's lines. ``published_note`` says what was removed
+    and why; the plots print it. A ``published`` given on the command line is kept as is.
+    """
+    if not written.published or run.published != written.published:
+        return run
+    before, after = config_to_dict(written), config_to_dict(run)
+    changed = [k for k in after if k not in SAME_SETTING_FIELDS and before.get(k) != after.get(k)]
+    if changed:
+        shown = ", ".join(f"{k}={after[k]}" for k in changed[:4]) + (", ..." if len(changed) > 4 else "")
+        note = (f"no published line: the published values are for {written.name} as written; "
+                f"this run changes {shown}")
+        return dataclasses.replace(run, published={}, published_note=note)
+    tuned = sorted(a for a in set(written.options) | set(run.options)
+                   if written.options.get(a, {}) != run.options.get(a, {}))
+    if not tuned:
+        return run
+    kept = {m: {a: v for a, v in table.items() if a not in tuned} for m, table in run.published.items()}
+    note = f"no published line for {', '.join(tuned)}: this run changes its options"
+    return dataclasses.replace(run, published={m: t for m, t in kept.items() if t}, published_note=note)
 
 
 def _did_you_mean(word: str, choices) -> str:

@@ -87,23 +87,29 @@ def _save(fig, path: pathlib.Path) -> None:
 def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path: pathlib.Path,
                    title: str = "", log: bool = False, label_suffix: str = "",
                    x_axis: str = "epoch", reference: dict[str, float] | None = None,
-                   styles: dict[str, dict] | None = None) -> pathlib.Path | None:
+                   styles: dict[str, dict] | None = None, note: str = "") -> pathlib.Path | None:
     """One figure of ``key`` vs epoch for every algorithm; None when no run has ``key``.
 
     ``reference``: {algorithm: published final value}, drawn as thin dashed lines in
-    the algorithm's colour (ours beside theirs). ``styles``: {history name: matplotlib
-    line keywords} (``band_alpha`` sets the min-max band's opacity); histories without
-    an entry get their algorithm's default style."""
+    the algorithm's colour (ours beside theirs), for the algorithms drawn. ``note``: a
+    line printed under the axes (why there is no published line). With ``log``, a
+    series that is 0 throughout (the centralised model's consensus distance) cannot be
+    drawn: it is left out of the legend and named in a note. ``styles``: {history name:
+    matplotlib line keywords} (``band_alpha`` sets the min-max band's opacity); histories
+    without an entry get their algorithm's default style."""
     plt = _plt()
     # compare with many runs x algorithms: a wider figure with the legend beside the axes
     outside = styles is not None and len(histories) + len(reference or {}) > 6
     fig, ax = plt.subplots(figsize=(10.0, 4.8) if outside else (6.4, 4.2), dpi=120)
-    drawn = 0
+    drawn, flat, notes = 0, [], [note] if note else []
     for name, hist in histories.items():
         s = _series(hist, key, x_axis)
         if s is None:
             continue
         x, mean, lo, hi = s
+        if log and not (hi > 0).any():
+            flat.append(name)
+            continue
         if styles and name in styles:
             style = dict(styles[name])
         else:
@@ -113,10 +119,15 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
         if (hi - lo).max() > 0:
             ax.fill_between(x, lo, hi, alpha=band_alpha, color=style.get("color"))
         drawn += 1
-    if not drawn:
+    if not drawn and not flat:
         plt.close(fig)
         return None
+    if flat:
+        notes.append(f"not drawn (0 throughout, no place on a log axis): {', '.join(flat)}")
+    shown = set(histories) | {h[0].get("algorithm") for h in histories.values() if h}
     for name, value in (reference or {}).items():
+        if name not in shown:
+            continue
         color = _STYLE.get(name, {}).get("color", "gray")
         ax.axhline(float(value), color=color, linestyle=(0, (2, 2)), linewidth=0.9, alpha=0.8,
                    label=f"{name} (published)")
@@ -125,6 +136,8 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
     if log:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
+    if notes:
+        fig.text(0.01, 0.005, "\n".join(notes), fontsize=6, color="0.35", ha="left", va="bottom", wrap=True)
     if outside:
         ax.legend(fontsize=6 if drawn > 12 else 7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   ncol=2 if drawn > 24 else 1)
@@ -132,29 +145,32 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
         ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.035 * len(notes), 1, 1) if notes else None)
     _save(fig, pathlib.Path(path))
     plt.close(fig)
     return path
 
 
 def plot_run(run_dir: pathlib.Path, histories: dict[str, list[dict]], title: str = "",
-             x_axis: str = "epoch", published: dict | None = None) -> list[pathlib.Path]:
+             x_axis: str = "epoch", published: dict | None = None, published_note: str = "") -> list[pathlib.Path]:
     """accuracy.png, loss.png, consensus.png in ``run_dir`` (mean over nodes, min-max band).
 
-    ``published``: {"test_acc": {algo: value}, "test_loss": {algo: value}} reference lines."""
-    return _plot_three(pathlib.Path(run_dir), histories, title=title, x_axis=x_axis, published=published)
+    ``published``: {"test_acc": {algo: value}, "test_loss": {algo: value}} reference lines;
+    ``published_note``: why some or all are missing, printed on the accuracy and loss figures."""
+    return _plot_three(pathlib.Path(run_dir), histories, title=title, x_axis=x_axis, published=published,
+                       published_note=published_note)
 
 
 def _plot_three(out_dir: pathlib.Path, histories: dict[str, list[dict]], title: str, x_axis: str,
-                published: dict | None, styles: dict[str, dict] | None = None) -> list[pathlib.Path]:
+                published: dict | None, styles: dict[str, dict] | None = None,
+                published_note: str = "") -> list[pathlib.Path]:
     kw = {"title": title, "x_axis": x_axis, "styles": styles}
     published = published or {}
     out = [
         plot_histories(histories, "test_acc_node", "test accuracy (mean over nodes)", out_dir / "accuracy.png",
-                       reference=published.get("test_acc"), **kw),
+                       reference=published.get("test_acc"), note=published_note, **kw),
         plot_histories(histories, "test_loss_node", "test cross-entropy (mean over nodes)", out_dir / "loss.png",
-                       reference=published.get("test_loss"), **kw),
+                       reference=published.get("test_loss"), note=published_note, **kw),
         plot_histories(histories, "consensus_distance", "consensus distance (1/N) sum ||w_i - w_bar||^2",
                        out_dir / "consensus.png", log=True, **kw),
     ]

@@ -438,7 +438,7 @@ def _finish(plan: _RunPlan, histories: dict[str, list[dict]]) -> RunResult:
     config, run_dir = plan.config, plan.run_dir
     write_metrics_csv(run_dir / "metrics.csv", histories, config.n_nodes)
     plots = plotting.plot_run(run_dir, histories, title=_title(config, plan.topology), x_axis=config.x_axis,
-                              published=config.published)
+                              published=config.published, published_note=config.published_note)
     final = {k: h[-1] for k, h in histories.items() if h}
     records.write_final(run_dir / "final.json", final)
     return RunResult(run_dir, histories, final, plots)
