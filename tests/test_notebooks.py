@@ -1,4 +1,4 @@
-"""Execute the example notebooks end to end (nbclient) and check what they report.
+"""Execute the example notebooks end to end (notebooks/README.md's command) and check what they report.
 
 Each notebook ends with a cell that asserts its findings and prints a ``RESULT`` line;
 this test fails on any cell error and re-checks the parsed numbers against the
@@ -23,13 +23,15 @@ import json
 import os
 import pathlib
 import re
+import shlex
+import subprocess
 import sys
 import time
 
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbconvert")
 pytest.importorskip("ipykernel")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -54,16 +56,31 @@ def kernel_path(tmp_path_factory) -> pathlib.Path:
     return root
 
 
-def execute(name: str, kernel_path: pathlib.Path):
-    """Run notebook ``name`` in the repo root; return (notebook, stdout text, seconds)."""
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name=KERNEL, shutdown_kernel="immediate",
-                                     resources={"metadata": {"path": str(REPO)}})
+def run_command() -> list[str]:
+    """The command notebooks/README.md gives to run a notebook (01_quickstart's), as words."""
+    text = (NOTEBOOKS / "README.md").read_text()
+    lines = [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()
+             if line.strip().startswith("jupyter nbconvert")]
+    assert len(lines) == 1, lines
+    return shlex.split(lines[0])
+
+
+def execute(name: str, kernel_path: pathlib.Path, tmp_path: pathlib.Path):
+    """Run notebook ``name`` with the README's command (in ``tmp_path``, on the private
+    kernel); return (executed notebook, stdout text, seconds)."""
+    words = [w.replace("notebooks/01_quickstart.ipynb", str(NOTEBOOKS / name)) for w in run_command()]
+    assert str(NOTEBOOKS / name) in words and words[-2] == "--output-dir", words
+    words[-1] = str(tmp_path / words[-1])
+    env = dict(os.environ, JUPYTER_PATH=os.pathsep.join(filter(None, [str(kernel_path), os.environ.get("JUPYTER_PATH")])))
+    bindir = pathlib.Path(sys.executable).parent
+    if (bindir / "jupyter").exists():  # the jupyter of this interpreter, wherever PATH points
+        words[0] = str(bindir / "jupyter")
     t0 = time.perf_counter()
-    with pytest.MonkeyPatch.context() as mp:  # the client owns (and shuts down) its kernel
-        mp.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, [str(kernel_path), os.environ.get("JUPYTER_PATH")])))
-        client.execute()  # raises CellExecutionError on the first failing cell
+    res = subprocess.run(words + [f"--ExecutePreprocessor.kernel_name={KERNEL}", "--ExecutePreprocessor.timeout=300"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - t0
+    assert res.returncode == 0, res.stderr[-4000:]  # a failing cell fails the command
+    nb = nbformat.read(tmp_path / "runs" / "notebooks" / name, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stdout")
@@ -106,8 +123,8 @@ def test_stored_notebooks_match_their_sources():
                               "edit the .py and run `python notebooks/build.py`")
 
 
-def test_quickstart(kernel_path):
-    nb, text, seconds = execute("01_quickstart.ipynb", kernel_path)
+def test_quickstart(kernel_path, tmp_path):
+    nb, text, seconds = execute("01_quickstart.ipynb", kernel_path, tmp_path)
     res = result_line(text)[""]
     assert set(res) == {"local", "gossip", "ecl-pdmm"}
     assert res["ecl-pdmm"] > 0.8 and res["ecl-pdmm"] > res["gossip"] + 0.05 > res["local"] + 0.1, res
@@ -116,8 +133,8 @@ def test_quickstart(kernel_path):
     print(f"01_quickstart: {seconds:.1f} s, {res}")
 
 
-def test_new_update_rule(kernel_path):
-    nb, text, seconds = execute("02_new_update_rule.ipynb", kernel_path)
+def test_new_update_rule(kernel_path, tmp_path):
+    nb, text, seconds = execute("02_new_update_rule.ipynb", kernel_path, tmp_path)
     m = re.search(r"equal to ECL-PDMM's: max \|difference\| = (\S+)", text)
     assert m and float(m.group(1)) <= 5e-6, text  # float32 rounding (ECL stores duals as sum/difference)
     res = result_line(text)
@@ -127,3 +144,14 @@ def test_new_update_rule(kernel_path):
     assert not cd["ecl-pdmm-hb0.6"] < 10 * cd["ecl-pdmm"], cd  # unstable (NaN counts too)
     assert n_images(nb) >= 2
     print(f"02_new_update_rule: {seconds:.1f} s, {res}")
+
+
+def test_the_open_command_is_installed():
+    """notebooks/README.md's open command names a JupyterLab that the notebooks extra installs."""
+    text = (NOTEBOOKS / "README.md").read_text()
+    opens = [line.strip() for line in text.splitlines() if line.strip().startswith("jupyter lab ")]
+    assert opens == ["jupyter lab notebooks/01_quickstart.ipynb"], opens
+    bindir = pathlib.Path(sys.executable).parent
+    jupyter = str(bindir / "jupyter") if (bindir / "jupyter").exists() else "jupyter"
+    res = subprocess.run([jupyter, "lab", "--version"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip().split(".")[0].isdigit(), (res.stdout, res.stderr)
