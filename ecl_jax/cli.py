@@ -45,12 +45,15 @@ def run_name(base: str, overrides: list[str]) -> str:
     return name
 
 
-def _run(args) -> int:
-    from ecl_jax import tuning
-    from ecl_jax.config import ConfigError, apply_overrides, load_config, published_for
-    from ecl_jax.runner import run_experiment, summarize
+def resolve_run(args: argparse.Namespace):
+    """The :class:`~ecl_jax.config.RunConfig` that ``ecl-jax run`` with these parsed
+    arguments runs: the experiment file (executed once), its ``SMOKE`` list with
+    ``--smoke``, the ``--set`` / ``--algorithms`` overrides, the run folder's name and the
+    published values kept for this setting. Validates everything a config can; reads no
+    data and writes nothing (tests/test_quoted_commands.py checks every quoted command with it)."""
+    from ecl_jax.config import ConfigError, apply_overrides, load_experiment, published_for
 
-    config = load_config(args.config)
+    config, smoke = load_experiment(args.config)  # the experiment file runs once
     user = list(args.set or [])
     if args.algorithms is not None:
         if not args.algorithms.strip(",").strip():
@@ -59,12 +62,18 @@ def _run(args) -> int:
     overrides = list(user)
     base = config.name if args.config else "builtin"
     if args.smoke:
-        smoke = getattr(_experiment_module(args.config), "SMOKE", None) if args.config and args.config.endswith(".py") else None
         overrides = list(smoke or ["steps=60", "eval_every=20", "n_train=1000", "n_test=200"]) + overrides
         base = f"{base}_smoke"
     if not any(o.split("=", 1)[0].strip() == "name" for o in user):
         overrides.append(f"name={run_name(base, user)}")
-    config = published_for(config, apply_overrides(config, overrides))
+    return published_for(config, apply_overrides(config, overrides))
+
+
+def _run(args) -> int:
+    from ecl_jax import tuning
+    from ecl_jax.runner import run_experiment, summarize
+
+    config = resolve_run(args)
     hint = tuning.allocator_hint()
     if hint:
         print(hint, file=sys.stderr)
@@ -81,16 +90,6 @@ def _run(args) -> int:
     for p in result.plots:
         print(f"plot: {p}")
     return 0
-
-
-def _experiment_module(path):
-    import importlib.util
-    import pathlib
-
-    spec = importlib.util.spec_from_file_location(f"ecl_jax_experiment_{pathlib.Path(path).stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _compare(args) -> int:
@@ -137,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.add_argument("--fresh", action="store_true", help="empty this run's folder (only one that ecl_jax made) "
                    "and start over, after the new config and its data have been checked")
-    r.add_argument("--smoke", action="store_true", help="tiny version of the experiment (seconds)")
+    r.add_argument("--smoke", action="store_true", help="tiny version of the experiment (its SMOKE settings; about 10-15 s on an idle 2-core "
+                   "machine, up to a minute on a loaded one)")
     r.set_defaults(func=_run)
     c = sub.add_parser("compare", help="overlay finished runs")
     c.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",

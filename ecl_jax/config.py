@@ -432,8 +432,14 @@ def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -
 
 def load_config(path: str | None) -> RunConfig:
     """Load ``CONFIG`` from an experiment file, or a run's ``config.json`` (``None`` = the default config)."""
+    return load_experiment(path)[0]
+
+
+def load_experiment(path: str | None) -> tuple[RunConfig, list[str] | None]:
+    """``(CONFIG, SMOKE)`` of an experiment file, executing it once; a ``config.json`` or
+    ``None`` (the default config) has no ``SMOKE`` list (None: the CLI's default smoke)."""
     if path is None:
-        return RunConfig()
+        return RunConfig(), None
     p = pathlib.Path(path)
     if p.is_dir():
         hint = " (a run folder: pass its config.json to rerun it)" if (p / "config.json").is_file() else ""
@@ -441,7 +447,7 @@ def load_config(path: str | None) -> RunConfig:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     if p.suffix == ".json":
-        return config_from_json(p)
+        return config_from_json(p), None
     if p.suffix != ".py":
         raise ConfigError(f"config file {str(p)!r} is neither an experiment file (.py) nor a run's config.json")
     spec = importlib.util.spec_from_file_location(f"ecl_jax_experiment_{p.stem}", p)
@@ -455,7 +461,10 @@ def load_config(path: str | None) -> RunConfig:
     config = getattr(module, "CONFIG", None)
     if not isinstance(config, RunConfig):
         raise ConfigError(f"{p} must define CONFIG = ecl_jax.config.RunConfig(...); found {type(config).__name__}")
-    return config
+    smoke = getattr(module, "SMOKE", None)
+    if smoke is not None and (isinstance(smoke, str) or not all(isinstance(o, str) and "=" in o for o in smoke)):
+        raise ConfigError(f"{p}: SMOKE must be a list of 'key=value' overrides for --smoke, got {smoke!r}")
+    return config, None if smoke is None else list(smoke)
 
 
 def config_from_json(path: str | pathlib.Path) -> RunConfig:

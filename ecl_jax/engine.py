@@ -364,6 +364,39 @@ class Engine:
             return self._chunk_jit.lower(carry, data, total, eval_data, plan=plan)
         return self._step_jit.lower(carry, data, total, plan=plan)
 
+    def time_chunk(self, carry: Carry, data: NodeData, total_steps: int | jax.Array, eval_data=None, *,
+                   steps: int = 2) -> float:
+        """Seconds one chunk (``eval_every`` steps and the metrics) takes, measured without changing the run.
+
+        Compiles what :meth:`run_chunk` runs (a later run finds it compiled: no second
+        compile), then times it on a copy of ``carry``: with a scan plan one whole chunk;
+        with a python plan one warm-up step, ``steps`` timed steps scaled to ``eval_every``,
+        and one metrics call. Costs one chunk (scan) or ``steps + 1`` steps (python) of
+        compute and a second copy of the carry while it runs. The runner uses it to say,
+        before a long run starts, how long it will take (docs/outputs.md#long-runs).
+        """
+        import time
+
+        steps = check_int("steps", steps, minimum=1)
+        plan = self.plan(carry, data)
+        total = jnp.asarray(total_steps, jnp.int32)
+        copy = lambda c: jax.tree_util.tree_map(jnp.copy, c)
+        if plan.loop == "scan":
+            chunk = self._chunk_jit.lower(carry, data, total, eval_data, plan=plan).compile()
+            t0 = time.perf_counter()
+            jax.block_until_ready(chunk(copy(carry), data, total, eval_data))
+            return time.perf_counter() - t0
+        c = jax.block_until_ready(self._step_jit(copy(carry), data, total, plan=plan))  # compiles, warms up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            c = self._step_jit(c, data, total, plan=plan)
+        jax.block_until_ready(c)
+        per_step = (time.perf_counter() - t0) / steps
+        jax.block_until_ready(self._metrics_jit(c, data, eval_data))  # compiles
+        t0 = time.perf_counter()
+        jax.block_until_ready(self._metrics_jit(c, data, eval_data))
+        return per_step * self.eval_every + time.perf_counter() - t0
+
     def run_chunk(self, carry: Carry, data: NodeData, total_steps: int | jax.Array, eval_data=None, *,
                   plan: ExecutionPlan | None = None):
         """Advance ``eval_every`` steps (stopping at ``total_steps``); return (carry, metrics).

@@ -328,8 +328,10 @@ def run_experiment(
         inputs = _training_inputs(plan)
         histories = {name: read_meta(run_dir / "checkpoints" / f"{name}.npz")["history"] for name in earlier}
         stop = None if stop_after_chunks is None else StopAfter(stop_after_chunks, config.steps)
+        left = _steps_left(plan)
         for algorithm in plan.algorithms:
-            histories[algorithm.name] = _run_algorithm(plan, inputs, algorithm, quiet=quiet, stop=stop)
+            histories[algorithm.name] = _run_algorithm(plan, inputs, algorithm, quiet=quiet, stop=stop,
+                                                       announce=left if algorithm.name == next(iter(left), None) else None)
         return _finish(plan, histories)
 
 
@@ -398,9 +400,59 @@ def _training_inputs(plan: _RunPlan) -> _TrainingInputs:
     )
 
 
+LONG_RUN_S = 600.0
+"""A run estimated to take longer than this (10 min) says so before it starts (docs/outputs.md#long-runs)."""
+
+TIMED_CARRY_MAX_BYTES = 1 << 30
+"""Above this carry size the run is not timed up front (timing holds a second copy of the carry)."""
+
+
+def _steps_left(plan: _RunPlan) -> dict[str, int]:
+    """{algorithm: steps still to run} for every algorithm of the plan with steps left (in run order)."""
+    left = {}
+    for algorithm in plan.algorithms:
+        ckpt = plan.run_dir / "checkpoints" / f"{algorithm.name}.npz"
+        done = (read_meta(ckpt)["step"] or 0) if ckpt.exists() else 0
+        if done < plan.config.steps:
+            left[algorithm.name] = plan.config.steps - done
+    return left
+
+
+def _about(seconds: float) -> str:
+    """A duration in words: ``14 min``, ``2 h 05 min``."""
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+
+
+def _announce_long_run(engine: Engine, carry, inputs: _TrainingInputs, plan: _RunPlan, left: dict[str, int]) -> None:
+    """Time one chunk of the first algorithm (:meth:`Engine.time_chunk`) and, when all the
+    steps left would take more than :data:`LONG_RUN_S`, say so on stderr before the run
+    starts (also with --quiet). Only runs long enough for the timing to cost little are
+    timed: a python-loop plan with 50 steps left or more (it times 3 steps), a scan plan
+    with 20 chunks left or more (it times one)."""
+    total, every = sum(left.values()), plan.config.eval_every
+    python = engine.plan(carry, inputs.train).loop == "python"
+    nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(carry))
+    if total < (50 if python else 20 * every) or nbytes > TIMED_CARRY_MAX_BYTES:
+        return
+    per_step = engine.time_chunk(carry, inputs.train, plan.config.steps, inputs.eval_data) / every
+    estimate = per_step * total
+    if estimate <= LONG_RUN_S:
+        return
+    first = next(iter(left))
+    others = "" if len(left) == 1 else f"; the other {len(left) - 1} assumed as costly as {first}"
+    print(f"note: this run takes about {_about(estimate)}: {total:,} steps left over {len(left)} "
+          f"algorithm{'s' * (len(left) > 1)} at {per_step:.3g} s per step with evaluation, timed on {first} on "
+          f"this machine{others}. Ctrl-C stops it; the same command resumes from the last checkpoint.",
+          file=sys.stderr, flush=True)
+
+
 def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet: bool,
-                   stop: StopAfter | None) -> list[dict]:
-    """One algorithm, resumed from its checkpoint if there is one, as one :meth:`Engine.run`; its history."""
+                   stop: StopAfter | None, announce: dict[str, int] | None = None) -> list[dict]:
+    """One algorithm, resumed from its checkpoint if there is one, as one :meth:`Engine.run`; its history.
+
+    ``announce``: {algorithm: steps left} of the whole run, given with its first
+    algorithm: time it first and say so if the run is long (:func:`_announce_long_run`)."""
     config, name = plan.config, algorithm.name
     engine = Engine(
         algorithm, plan.topology, inputs.loss_fn, batch_size=config.batch_size,
@@ -419,6 +471,10 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
     if not quiet:
         template = carry if carry is not None else jax.eval_shape(engine.init, inputs.params0, inputs.run_key)
         print(f"[{name}] plan: {engine.plan(template, inputs.train)}", file=sys.stderr)
+    if announce:
+        if carry is None:
+            carry = engine.init(inputs.params0, inputs.run_key)  # the run continues from it
+        _announce_long_run(engine, carry, inputs, plan, announce)
     progress = Progress(name, config.steps, quiet)
     recorder = Recorder(name, config, inputs.mean_count, history, wall0)
     checkpointer = Checkpointer(ckpt, recorder, every=config.checkpoint_every, total_steps=config.steps,

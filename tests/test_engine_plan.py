@@ -179,3 +179,25 @@ def test_engine_has_no_hidden_mode_state():
     engine = _engine()
     for name in ("_mode", "loop_mode", "_chunk"):
         assert not hasattr(engine, name), name
+
+
+# ------------------------------------------------------------------ timing a chunk before a run
+@pytest.mark.parametrize("loop", ["scan", "python"])
+def test_time_chunk_compiles_once_and_leaves_the_run_unchanged(loop):
+    """Engine.time_chunk (the runner's up-front estimate) runs on a copy: the run that follows
+    compiles nothing more and ends bit-identical to a run without it."""
+    data = _data()
+    params0 = np.zeros((N, P), np.float32)
+    results = []
+    for timed in (False, True):
+        engine = eng.Engine(ecl_pdmm(lr=0.05, eta=1.0), tp.ring(N), _dense_loss, batch_size=2, eval_every=5, loop=loop)
+        carry = engine.init(params0, jax.random.PRNGKey(0))
+        if timed:
+            seconds = engine.time_chunk(carry, data, 20)
+            assert 0 < seconds < 60 and engine.trace_count == 1
+        carry, metrics = engine.run(params0, data, 20, jax.random.PRNGKey(0), carry=carry)
+        assert engine.trace_count == 1  # the timed program is the one the run used
+        results.append(([np.asarray(x) for x in jax.tree_util.tree_leaves(carry.state)], metrics["consensus_distance"]))
+    for a, b in zip(results[0][0], results[1][0]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from ecl_jax import cli
-from ecl_jax.config import RunConfig, apply_overrides, load_config
+from ecl_jax.config import RunConfig, apply_overrides, load_config, load_experiment
 from ecl_jax.runner import run_experiment, summarize
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -52,14 +52,14 @@ def test_experiment_files_found():
 def test_smoke_every_experiment(path, tmp_path, capsys):
     """``ecl-jax run FILE --smoke`` writes metrics.csv (one row per metric point and
     algorithm, finite accuracies) and the accuracy / loss figures."""
-    config = load_config(str(path))
+    config, smoke_overrides = load_experiment(str(path))
     rc = cli.main(["run", str(path), "--smoke", "--quiet", "--set", f"out_dir={tmp_path}"])
     assert rc == 0, capsys.readouterr().err
     run_dir = tmp_path / f"{config.name}_smoke"
     for f in ("metrics.csv", "accuracy.png", "loss.png", "config.json", "split.txt"):
         assert (run_dir / f).is_file(), f"{f} not written for {path.name}"
     rows = _read_csv(run_dir / "metrics.csv")
-    smoke = apply_overrides(config, cli._experiment_module(str(path)).SMOKE)
+    smoke = apply_overrides(config, smoke_overrides)
     algos = {r["algorithm"] for r in rows}
     assert algos == set(smoke.algorithms)
     for r in rows:

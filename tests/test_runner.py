@@ -259,3 +259,35 @@ def test_mistyped_keys_and_options_get_a_did_you_mean(tmp_path, capsys):
         assert len(err.strip().splitlines()) == 2  # the error and the --debug hint
     cli.main(["run", "--set", "zzzz=1", "--set", f"out_dir={tmp_path}"])
     assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
+
+
+def test_a_long_run_says_so_before_it_starts(tmp_path, capsys, monkeypatch):
+    """A run timed at more than 10 min says how long before its first step (also with quiet);
+    a short one says nothing; resumed runs count only the steps left."""
+    from ecl_jax import engine as eng
+    from ecl_jax import runner
+
+    timed = []
+    real = eng.Engine.time_chunk
+
+    def slow(self, *a, **k):  # the real timing, then pretend each chunk took 20 s
+        timed.append(real(self, *a, **k))
+        return 20.0
+
+    monkeypatch.setattr(eng.Engine, "time_chunk", slow)
+    cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), steps=400, eval_every=20)  # 20 chunks: timed
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, quiet=True, stop_after_chunks=5)
+    err = capsys.readouterr().err
+    assert timed and 0 < timed[0] < 60
+    # 800 steps left over 2 algorithms at 20 s / 20 steps = 1 s per step
+    assert err.startswith("note: this run takes about 13 min: 800 steps left over 2 algorithms at 1 s per step")
+    assert "the same command resumes" in err
+    run_experiment(cfg, quiet=True)  # resumed at step 100 of ecl-pdmm: 300 + 400 steps left
+    assert capsys.readouterr().err.startswith("note: this run takes about 12 min: 700 steps left")
+    monkeypatch.setattr(runner, "LONG_RUN_S", 1e9)
+    run_experiment(dataclasses.replace(cfg, name="short"), quiet=True)
+    assert "note:" not in capsys.readouterr().err
+    n = len(timed)
+    run_experiment(dataclasses.replace(cfg, name="few", steps=100), quiet=True)  # 10 chunks in all: not timed
+    assert len(timed) == n

@@ -208,6 +208,19 @@ def test_ctrl_c_is_one_line_for_every_command(home, monkeypatch, command, why):
     assert len(lines) == 1 and lines[0].startswith("interrupted: ") and why in lines[0], res.stderr
 
 
+def test_smoke_runs_the_experiment_file_once(home):
+    """A side effect of an experiment file (here: a line appended to a file) happens once per command."""
+    (home / "side.py").write_text(TINY + "with open('loads.txt', 'a') as f:\n    f.write('x')\n"
+                                  "SMOKE = ['steps=4', 'eval_every=2']\n")
+    for args in (["--smoke"], []):
+        (home / "loads.txt").write_text("")
+        res = _cli(home, "run", "side.py", "--quiet", *args)
+        assert res.returncode == 0, res.stderr
+        assert (home / "loads.txt").read_text() == "x", args
+    (home / "bad_smoke.py").write_text(TINY + "SMOKE = 'steps=4'\n")
+    _one_line_error(_cli(home, "run", "bad_smoke.py", "--smoke"), "SMOKE must be a list of 'key=value'")
+
+
 def test_debug_shows_the_traceback(home):
     res = _cli(home, "run", "tiny.py", "--set", "topology=tours", "--debug", real=True)
     assert res.returncode != 0 and "Traceback" in res.stderr and "tours" in res.stderr

@@ -1,6 +1,6 @@
 """Benchmark: node-steps per second, memory and scaling of the vectorised engine.
 
-    python -m experiments.bench --quick          # ~2-3 minutes on a 2-core CPU
+    python -m experiments.bench --quick          # 22 configurations, ~2 min on an idle 2-core VM
     python -m experiments.bench                  # full suite (long; see BENCHMARKS.md)
     ecl-jax bench --quick                        # the same through the CLI
 

@@ -103,7 +103,7 @@ def _steps_for(model: str, n: int, kind: str) -> tuple[int, int]:
 
 
 def quick_plan() -> Plan:
-    """About 20 small configurations (~2-3 minutes on 2 cores): every kind once."""
+    """22 small configurations (128 s on an idle 2-core Zen 5 VM): every kind once."""
     cfgs: list[dict] = []
 
     def eng(model, alg, topo, n, **kw):
@@ -457,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     doc = sys.modules[__package__].__doc__
     prog = "ecl-jax bench" if sys.argv[:1] == ["bench"] else "python -m experiments.bench"  # ecl_jax/cli.py sets it
     p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small sizes only (~2-3 minutes on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes only: 22 configurations, about 2 min on an idle 2-core VM (128 s on a Zen 5 "
+                        "part, 2026-12-07), several times that on a loaded or slower machine; each row prints "
+                        "its elapsed time")
     p.add_argument("--out", default=None, help="output folder (default runs/bench or runs/bench_quick)")
     p.add_argument("--budget", type=float, default=None, help="stop launching new configurations after this many seconds")
     p.add_argument("--max-gb", type=float, default=18.0, help="skip engine configurations estimated above this (GiB)")
@@ -491,7 +494,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.only:
             kinds = set(args.only.split(","))
             plan = Plan(tuple(c for c in plan.configs if c["kind"] in kinds), plan.timeout_s)
-        print(f"{len(plan.configs)} configurations -> {out_dir}  ({machine['cpu']}, {machine['cores']} cores)", flush=True)
+        took = ("; --quick took 128 s on an idle 2-core Zen 5 VM (2026-12-07), more on a loaded one"
+                if args.quick and not args.only else "")
+        print(f"{len(plan.configs)} configurations -> {out_dir}  ({machine['cpu']}, {machine['cores']} cores){took}",
+              flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
         rows = run_plan(plan, out_dir, budget_s=args.budget)

@@ -18,7 +18,8 @@ code's epochs. The paper-faithful ECL (no per-leaf scaling, DRS averaging) is
     ecl-jax run experiments/kdd2020/mnist_random.py                   # full MNIST
     ecl-jax run experiments/kdd2020/mnist_random.py --set dataset=mnist5k \\
         --set model=mlp --set name=kdd20_mnist5k_random --set steps=3000  # embedded subset, MLP
-    # (without model=mlp it trains the KDD CNN: 3,000 steps, about 2 h per algorithm on 2 cores)
+    # (without model=mlp it trains the KDD CNN: 3,000 steps, about 7 min per algorithm at the 0.14 s per
+    # step measured on a 2-core Zen 5 VM, hours on a slow one; the run prints its estimate before it starts)
 
 Full MNIST needs the IDX files (``data_dir`` or ``$ECL_JAX_DATA_DIR``; see README).
 Published curves (README figure, read by eye, test cross-entropy at epoch 50):
