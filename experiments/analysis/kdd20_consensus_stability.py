@@ -20,11 +20,13 @@ per scale s (length round(s^2), so its sqrt(fan_in) is s) and renormalised per l
 step; the exponent is the mean log norm over the second half. Scales: a log grid in
 [1, 100] plus the KDD CNN's four layers (conv1 3, fc2 11.3, conv2 17.0, fc1 96).
 
-    python experiments/analysis/kdd20_consensus_stability.py [--steps 3000] [--out runs/kdd20_consensus_stability]
+    python experiments/analysis/kdd20_consensus_stability.py                  # 3,000 steps, about 30 min
+    python experiments/analysis/kdd20_consensus_stability.py --steps 300 --out runs/stability_300
 
 Writes ``growth.csv`` (growth per step for every schedule, algorithm and s), ``growth.png``
 (growth against s, one panel per algorithm) and prints the growth at the CNN's four scales
-and the worst over s. About 30 minutes on a 2-core CPU.
+and the worst over s (default ``--out runs/kdd20_consensus_stability``). About 30 minutes on
+a 2-core CPU at the default 3,000 steps.
 (docs/algorithms.md#free-running-runtime; REPRODUCTION.md section 3.)
 """
 

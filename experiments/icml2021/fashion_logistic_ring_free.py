@@ -7,7 +7,7 @@ their own clocks with a 473.6-tick evaluation pause (3.7 x an epoch's training) 
 ("doublering"). Length: 8,800 rounds = 550 epochs = 550 x 601.6 = 330,880 ticks. lr stays
 constant: the lockstep file's x 0.9 at epoch 410 would count ticks here (refused).
 
-    ecl-jax run experiments/icml2021/fashion_logistic_ring_free.py --algorithms dsgd,pdmm-isvr
+    ecl-jax run experiments/icml2021/fashion_logistic_ring_free.py --algorithms dsgd,pdmm-isvr   # 43-65 min each
 """
 
 import dataclasses

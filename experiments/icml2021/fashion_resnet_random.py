@@ -8,7 +8,7 @@ a 7x7 stem, GroupNorm of 32 channels per group, dropout 0.1 / 0.5, 21.3 M parame
 0.002, L2 0.01, exchange ``slots:K=8`` (ICML code), all nodes from one model, 5584
 rounds as in the README figure.
 
-    ecl-jax run experiments/icml2021/fashion_resnet_random.py
+    ecl-jax run experiments/icml2021/fashion_resnet_random.py   # GPU: 15-30 min per algorithm on one H100 (estimate)
 
 Needs Fashion-MNIST (Debian: dataset-fashion-mnist) and a GPU: 8 x 21.3 M parameters plus one dual per directed edge
 (20 x 21.3 M floats, about 2.4 GB in float32), 44,800 steps (5,600 rounds) per algorithm.

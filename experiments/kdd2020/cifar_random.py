@@ -10,7 +10,7 @@ over the edges, eta/mu held constant under the lr schedule, ADMM = per-step dual
 smoothing); gossip SGD lr 0.05; single-model reference (lr 1/mu). lr x 0.95 every
 10 code-epochs (5,000 steps). 200 code-epochs of 500 iterations = 100,000 steps.
 
-    ecl-jax run experiments/kdd2020/cifar_random.py
+    ecl-jax run experiments/kdd2020/cifar_random.py   # 100,000 steps, not timed here (it prints its estimate)
 
 Needs CIFAR-10 (``data_dir`` with the python or binary archive, or TFDS) and a GPU:
 about 2.2 M parameters x 3 nodes x 100,000 steps. Published test cross-entropy at

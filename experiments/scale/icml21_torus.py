@@ -6,8 +6,8 @@ L2 0.01, K = 8 with the ICML code's slot exchange, all nodes from one model. To 
 the informative regime in a CPU budget the step size is 0.01 (ICML: 0.002) and the
 batch 32 per node; accuracy is compared at equal rounds.
 
-    ecl-jax run experiments/scale/icml21_torus.py                      # N = 64
-    ecl-jax run experiments/scale/icml21_torus.py --set n_nodes=256 --set name=scale_icml21_torus_n256
+    ecl-jax run experiments/scale/icml21_torus.py                      # N = 64; 0.5-3 min per algorithm
+    ecl-jax run experiments/scale/icml21_torus.py --set n_nodes=256 --set name=scale_icml21_torus_n256   # ~4 min per algorithm
 """
 
 import dataclasses
