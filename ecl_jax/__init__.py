@@ -9,23 +9,35 @@ from ecl_jax import tuning
 
 tuning.apply_xla_flags()
 
-from ecl_jax import algorithms, graph_ops, masks, topology
-from ecl_jax.algorithms import (
-    Algorithm,
-    centralized,
-    dsgd,
-    ecl,
-    ecl_admm,
-    ecl_isvr,
-    ecl_pdmm,
-    gossip,
-    gradient_tracking,
-    local_sgd,
-    pairwise_gossip,
-)
-from ecl_jax.engine import Carry, Engine, ExecutionPlan, consensus_distance, mean_params
-from ecl_jax.node_data import NodeData, stack_node_data
-from ecl_jax.topology import Topology, TopologyError
+import importlib
+
+# The public names, imported on first use (PEP 562), so that ``import ecl_jax`` (and the
+# command line, which re-executes itself with tcmalloc and installs its Ctrl-C handler
+# first) does not pay for JAX until something needs it.
+_SUBMODULES = ("algorithms", "graph_ops", "masks", "topology")
+_NAMES = {
+    "ecl_jax.algorithms": ("Algorithm", "centralized", "dsgd", "ecl", "ecl_admm", "ecl_isvr", "ecl_pdmm", "gossip",
+                           "gradient_tracking", "local_sgd", "pairwise_gossip"),
+    "ecl_jax.engine": ("Carry", "Engine", "ExecutionPlan", "consensus_distance", "mean_params"),
+    "ecl_jax.node_data": ("NodeData", "stack_node_data"),
+    "ecl_jax.topology": ("Topology", "TopologyError"),
+}
+_HOME = {name: module for module, names in _NAMES.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"ecl_jax.{name}")
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ecl_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 

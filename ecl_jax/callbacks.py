@@ -24,10 +24,12 @@ import numpy as np
 
 from ecl_jax.algorithms.base import Algorithm
 from ecl_jax.checkpoint import save_checkpoint
+from ecl_jax.errors import INTERRUPTED
 from ecl_jax.records import history_row
 from ecl_jax.registry import algorithm_settings
 
-__all__ = ["DivergenceError", "DivergenceCheck", "Recorder", "Progress", "Checkpointer", "StopAfter"]
+__all__ = ["DivergenceError", "DivergenceCheck", "Recorder", "Progress", "Checkpointer", "StopAfter",
+           "StopOnInterrupt", "INTERRUPTED"]
 
 
 class DivergenceError(RuntimeError):
@@ -161,3 +163,17 @@ class StopAfter:
         self.chunks += 1
         if self.chunks >= self.limit and _step_of(carry) < self.total_steps:
             raise KeyboardInterrupt(f"stopped after {self.chunks} chunks (test)")
+
+
+class StopOnInterrupt:
+    """Raises KeyboardInterrupt after a chunk once :data:`INTERRUPTED` is set.
+
+    Python drops an exception raised inside a garbage-collection callback (JAX runs one),
+    so a Ctrl-C that lands there would be lost and the run would go on; the handler also
+    sets the flag, and this callback, put after the :class:`Checkpointer`, stops the run at
+    the end of the chunk with its checkpoint written.
+    """
+
+    def __call__(self, carry, metrics: dict) -> None:
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt("Ctrl-C")

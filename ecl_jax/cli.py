@@ -208,25 +208,77 @@ def _user_error_message(err: BaseException) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    if argv is None and sys.argv[1:2] == ["run"]:  # a process of its own: a faster allocator if installed
-        from ecl_jax import tuning
+def _catch_ctrl_c() -> None:
+    """Hold Ctrl-C until :func:`_deliver_ctrl_c`, then answer it with one line.
 
-        tuning.reexec_with_tcmalloc(sys.argv[1:])
+    Installed first thing in :func:`main` of a process of its own. SIGINT is blocked
+    while JAX and NumPy are imported (a KeyboardInterrupt inside a C extension's import
+    comes out as an ImportError with a long traceback) and across the tcmalloc re-exec
+    (a blocked signal stays pending through execve instead of being lost); it then raises
+    KeyboardInterrupt in :func:`main` and sets :data:`ecl_jax.errors.INTERRUPTED`, so one
+    that Python drops (raised inside a garbage-collection callback) still stops a run at
+    its next chunk end, without the "Exception ignored" report.
+    """
+    import signal
+
+    from ecl_jax.errors import INTERRUPTED
+
+    def on_sigint(signum, frame):
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    def unraisable(info, previous=sys.unraisablehook):
+        if not (info.exc_type is KeyboardInterrupt and INTERRUPTED.is_set()):
+            previous(info)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    sys.unraisablehook = unraisable
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _deliver_ctrl_c() -> None:
+    """Unblock SIGINT: a Ctrl-C held since :func:`_catch_ctrl_c` arrives now."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+_INTERRUPTED = {
+    "run": "rerun the same command to resume from the last checkpoint",
+    "compare": "no run folder was changed; rerun the same command to draw the comparison",
+    "bench": "the benchmark's finished rows are in its --out folder (results.jsonl)",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    own_process = argv is None  # python -m ecl_jax, ecl-jax: the process and its signals are ours
+    if own_process:
+        _catch_ctrl_c()  # before anything imports JAX (ecl_jax's own import is light)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # everything after "bench" belongs to the benchmark's own parser
-        return _bench(argparse.Namespace(rest=argv[1:]))  # Ctrl-C: one line from experiments/bench/__main__.py
     debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
-    args = _parse(argv)
+    command = argv[0] if argv else ""
     try:
+        if own_process and command == "run":  # a faster allocator if installed (re-executes this process)
+            from ecl_jax import tuning
+
+            tuning.reexec_with_tcmalloc(argv)
+        if own_process:
+            import jax  # noqa: F401  (the slow imports, with Ctrl-C held)
+
+            _deliver_ctrl_c()
+        if command == "bench":  # everything after "bench" belongs to the benchmark's own parser
+            return _bench(argparse.Namespace(rest=argv[1:]))  # its Ctrl-C: experiments/bench/__main__.py
+        args = _parse([a for a in argv if a != "--debug"])
         return args.func(args)
     except KeyboardInterrupt:
-        why = ("rerun the same command to resume from the last checkpoint" if args.command == "run"
-               else "no run folder was changed; rerun the same command to draw the comparison")
-        print(f"\ninterrupted: {why}", file=sys.stderr)
+        print(f"\ninterrupted: {_INTERRUPTED.get(command, 'nothing was changed')}", file=sys.stderr)
         return 130
     except Exception as err:
+        from ecl_jax.errors import INTERRUPTED
+
+        if INTERRUPTED.is_set() and not debug:  # e.g. a Ctrl-C inside an import, re-raised as ImportError
+            print(f"\ninterrupted: {_INTERRUPTED.get(command, 'nothing was changed')}", file=sys.stderr)
+            return 130
         msg = _user_error_message(err)
         if msg is None or debug:
             raise

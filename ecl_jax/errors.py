@@ -7,7 +7,16 @@ and what would be valid, or the file and what to do about it.
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "DataError", "RunFolderError", "CheckpointError", "TopologyError"]
+import threading
+
+__all__ = ["UserError", "ConfigError", "DataError", "RunFolderError", "CheckpointError", "TopologyError",
+           "INTERRUPTED"]
+
+INTERRUPTED = threading.Event()
+"""Set by the command line's SIGINT handler (``ecl_jax.cli``) on every Ctrl-C: the user
+stopping a run is the one "error" without a message; :class:`ecl_jax.callbacks.StopOnInterrupt`
+reads it. Here because this module imports nothing heavy (the handler is installed
+before JAX is imported)."""
 
 
 class UserError(Exception):

@@ -32,7 +32,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax import masks, records, run_folder
-from ecl_jax.callbacks import Checkpointer, DivergenceCheck, DivergenceError, Progress, Recorder, StopAfter
+from ecl_jax.callbacks import (
+    Checkpointer,
+    DivergenceCheck,
+    DivergenceError,
+    Progress,
+    Recorder,
+    StopAfter,
+    StopOnInterrupt,
+)
 from ecl_jax.checkpoint import (
     CHECKPOINT_FORMAT,
     NON_TRAJECTORY_FIELDS,
@@ -479,7 +487,7 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
     recorder = Recorder(name, config, inputs.mean_count, history, wall0)
     checkpointer = Checkpointer(ckpt, recorder, every=config.checkpoint_every, total_steps=config.steps,
                                 fingerprint=plan.fingerprints[name], saved_step=saved_step)
-    callbacks = [DivergenceCheck(algorithm, checkpointer), recorder, progress, checkpointer]
+    callbacks = [DivergenceCheck(algorithm, checkpointer), recorder, progress, checkpointer, StopOnInterrupt()]
     if stop is not None:
         callbacks.append(stop)
     engine.run(inputs.params0, inputs.train, config.steps, inputs.run_key, eval_data=inputs.eval_data, carry=carry,

@@ -208,6 +208,33 @@ def test_ctrl_c_is_one_line_for_every_command(home, monkeypatch, command, why):
     assert len(lines) == 1 and lines[0].startswith("interrupted: ") and why in lines[0], res.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["at_start", "in_the_run"])
+def test_a_real_ctrl_c_is_one_line_at_any_time(home, when):
+    """SIGINT to a real ``python -m ecl_jax run`` while it imports JAX / re-executes with
+    tcmalloc (0.3 s), or once it trains: exit 130, one line, no traceback (resuming after
+    it: test_runner.py::test_interrupted_run_resumes_bit_identical)."""
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "ecl_jax", "run", "tiny.py", "--set", "steps=100000", "--set", "eval_every=50",
+            "--set", "name=sig"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(args, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    if when == "at_start":
+        time.sleep(0.3)
+    else:
+        while "] step " not in proc.stderr.readline():
+            assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("interrupted")] == \
+        ["interrupted: rerun the same command to resume from the last checkpoint"], err
+    assert err.rstrip().endswith("resume from the last checkpoint"), err
+
+
 def test_smoke_runs_the_experiment_file_once(home):
     """A side effect of an experiment file (here: a line appended to a file) happens once per command."""
     (home / "side.py").write_text(TINY + "with open('loads.txt', 'a') as f:\n    f.write('x')\n"
