@@ -3,11 +3,12 @@
 Each is a small callable ``cb(carry, metrics)`` run after every chunk, with the metrics
 already on the host. The runner passes, per algorithm and in this order::
 
-    [DivergenceCheck, Recorder, Progress, Checkpointer, StopAfter]
+    [DivergenceCheck, Recorder, Progress, Checkpointer, StopOnInterrupt, StopAfter]
 
 The order matters: the divergence check raises before a diverged chunk is recorded or
-checkpointed, so the last checkpoint on disk is always a good one, and the test hook
-:class:`StopAfter` interrupts only after the checkpoint of its chunk is written.
+checkpointed, so the last checkpoint on disk is always a good one, and
+:class:`StopOnInterrupt` (a Ctrl-C Python dropped) and the test hook :class:`StopAfter`
+interrupt only after the checkpoint of their chunk is written.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def counted(monkeypatch):
 @pytest.mark.slow
 def test_every_chunk_of_run_experiment_goes_through_engine_run(tmp_path, counted):
     res = runner.run_experiment(dataclasses.replace(TINY, out_dir=str(tmp_path)), quiet=True)
-    order = ["DivergenceCheck", "Recorder", "Progress", "Checkpointer"]
+    order = ["DivergenceCheck", "Recorder", "Progress", "Checkpointer", "StopOnInterrupt"]
     assert counted["runs"] == [("ecl-pdmm", order), ("gossip", order)]
     assert counted["chunks_inside"] == 6 and counted["chunks_outside"] == 0
     assert [r["step"] for r in res.histories["gossip"]] == [10, 20, 30]

@@ -135,6 +135,7 @@ def _problem(command: str, monkeypatch, capsys) -> str | None:
         if words[1] == "-m":
             module, argv = words[2], words[3:]
             monkeypatch.setattr(sys, "argv", [module] + argv)
+            monkeypatch.delitem(sys.modules, module, raising=False)  # runpy runs it afresh, without a warning
             _parse_only(monkeypatch, lambda: runpy.run_module(module, run_name="__main__", alter_sys=False))
         else:
             script, argv = ROOT / words[1], words[2:]
