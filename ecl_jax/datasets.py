@@ -270,33 +270,76 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
 _IDX_NAME = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$")
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+MAX_FILE_BYTES = 1 << 30
+"""The most ecl_jax unpacks from one data file (1 GiB: 20x MNIST's training images, 2x
+EMNIST-ByClass); ``$ECL_JAX_MAX_DATA_BYTES`` raises or lowers it. A header declaring more
+is refused before anything is allocated or decompressed."""
+
+_READ_CHUNK = 2**20  # gzip reads each chunk into a temporary bytes object first: keep it small
+
+
+def max_file_bytes() -> int:
+    """:data:`MAX_FILE_BYTES`, or ``$ECL_JAX_MAX_DATA_BYTES`` (a positive integer) where set."""
+    text = os.environ.get("ECL_JAX_MAX_DATA_BYTES", "").strip()
+    if not text:
+        return MAX_FILE_BYTES
+    if not text.isdigit() or int(text) < 1:
+        raise DataError(f"ECL_JAX_MAX_DATA_BYTES={text!r} must be a positive whole number of bytes, "
+                        f"e.g. {2 * MAX_FILE_BYTES} for 2 GiB (unset: {MAX_FILE_BYTES:,})")
+    return int(text)
+
+
+def read_idx(path: str | os.PathLike, max_bytes: int | None = None) -> np.ndarray:
     """Read one IDX file (``*-idx3-ubyte`` images, ``*-idx1-ubyte`` labels; ``.gz`` or raw).
 
     Format (LeCun et al.): 2 zero bytes, a type byte (0x08 = uint8, ...), the number of
-    dimensions, one big-endian uint32 per dimension, then the data in C order."""
+    dimensions, one big-endian uint32 per dimension, then the data in C order.
+
+    Bounded: the header is read first; a declared size above ``max_bytes`` (default
+    :func:`max_file_bytes`) is refused before anything is allocated, a raw file's size must
+    match its header, and a ``.gz`` is decompressed in 1 MiB chunks straight into the
+    result (peak memory: the data itself), refusing a stream that ends early or goes on
+    past the declared size. Every refusal is a :class:`DataError` naming the file."""
     path = Path(path)
-    raw = path.read_bytes()
-    if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-            raise DataError(f"{path}: truncated or corrupted gzip file ({type(e).__name__}: {e}); "
-                            f"re-download it") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (header bytes {raw[:4].hex()})")
-    ndim = raw[3]
-    start = 4 + 4 * ndim
-    if len(raw) < start:
-        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes, the header alone needs {start}); "
-                        f"re-download it")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    count = math.prod(dims)
-    if len(raw) - start != count * dtype.itemsize:
-        raise DataError(f"{path}: IDX header says {dims} ({count * dtype.itemsize} bytes) but "
-                        f"{len(raw) - start} data bytes follow; the file is truncated or corrupted, re-download it")
-    return np.frombuffer(raw, dtype, count, start).reshape(dims).astype(dtype.newbyteorder("="))
+    cap = max_file_bytes() if max_bytes is None else max_bytes
+    with path.open("rb") as f:
+        gz = path.suffix == ".gz" or f.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if gz else path.open("rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+                raise DataError(f"{path}: not an IDX file (header bytes {head.hex()})")
+            ndim = head[3]
+            dims_raw = f.read(4 * ndim)
+            if len(dims_raw) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX file ({4 + len(dims_raw)} bytes, the header alone needs "
+                                f"{4 + 4 * ndim}); re-download it")
+            dims = tuple(int(d) for d in np.frombuffer(dims_raw, ">u4", ndim))
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            nbytes = math.prod(dims) * dtype.itemsize
+            if nbytes > cap:
+                raise DataError(f"{path}: the IDX header declares {dims} ({nbytes:,} bytes unpacked), more than "
+                                f"the {cap:,} bytes ecl_jax reads from one data file; the file is corrupted or "
+                                f"not a data set (if it is real, raise the limit: ECL_JAX_MAX_DATA_BYTES={nbytes})")
+            if not gz and path.stat().st_size - 4 - 4 * ndim != nbytes:
+                raise DataError(f"{path}: IDX header says {dims} ({nbytes} bytes) but "
+                                f"{path.stat().st_size - 4 - 4 * ndim} data bytes follow; the file is truncated or "
+                                "corrupted, re-download it")
+            out = np.empty(nbytes, np.uint8)
+            view, got = memoryview(out), 0
+            while got < nbytes:
+                n = f.readinto(view[got:got + _READ_CHUNK])
+                if not n:
+                    break
+                got += n
+            if got < nbytes or f.read(1):
+                more = "" if got < nbytes else " and more"
+                raise DataError(f"{path}: IDX header says {dims} ({nbytes} bytes) but {got}{more} data bytes "
+                                "follow; the file is truncated or corrupted, re-download it")
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise DataError(f"{path}: truncated or corrupted gzip file ({type(e).__name__}: {e}); "
+                        f"re-download it") from None
+    return out.view(dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
 def _find_idx_files(directory: Path) -> dict[tuple[str, str], Path] | None:

@@ -291,6 +291,72 @@ def test_truncated_and_corrupted_idx_files(isolated):
         D.read_idx(f)
 
 
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_a_header_declaring_more_than_the_cap_is_refused_before_reading(isolated, gz):
+    """The issue's bomb, scaled: 1.9 M images declared (1.49 GB) over a payload of a few bytes,
+    refused from the header alone (no allocation, no decompression), naming file, size and cap."""
+    d = isolated / "data" / "mnist"
+    _write_idx_dir(d, gz=gz)
+    f = next(d.glob("train-images*"))
+    raw = struct.pack(">BBBBIII", 0, 0, 8, 3, 1_900_000, 28, 28) + b"\x00" * 64
+    f.write_bytes(gzip.compress(raw) if gz else raw)
+    before = _snapshot(isolated)
+    with pytest.raises(DataError) as err:
+        D.load_dataset("mnist", data_dir=isolated / "data")
+    msg = str(err.value)
+    assert msg.startswith(str(f)) and "(1900000, 28, 28) (1,489,600,000 bytes unpacked)" in msg, msg
+    assert f"more than the {D.MAX_FILE_BYTES:,} bytes" in msg and "ECL_JAX_MAX_DATA_BYTES=1489600000" in msg
+    assert _snapshot(isolated) == before
+
+
+def test_a_gzip_that_inflates_past_its_header_or_short_of_it_is_refused(isolated):
+    f = isolated / "x-idx1-ubyte.gz"
+    header = struct.pack(">BBBBI", 0, 0, 8, 1, 1000)
+    f.write_bytes(gzip.compress(header + b"\x00" * 50_000_000))  # 50 MB of zeros where 1,000 bytes are declared
+    with pytest.raises(DataError, match=r"x-idx1-ubyte\.gz: IDX header says \(1000,\) \(1000 bytes\) but 1000 and more "
+                                        r"data bytes follow"):
+        D.read_idx(f)
+    f.write_bytes(gzip.compress(header + b"\x07" * 999))
+    with pytest.raises(DataError, match=r"says \(1000,\) \(1000 bytes\) but 999 data bytes follow"):
+        D.read_idx(f)
+
+
+def test_the_cap_can_be_raised_or_lowered_and_a_bad_cap_is_named(isolated, monkeypatch):
+    d = isolated / "data" / "mnist"
+    _write_idx_dir(d, gz=True)
+    f = next(d.glob("train-images*"))
+    monkeypatch.setenv("ECL_JAX_MAX_DATA_BYTES", "1000")  # below the 12 x 28 x 28 = 9,408 bytes declared
+    with pytest.raises(DataError, match=r"9,408 bytes unpacked\), more than the 1,000 bytes"):
+        D.read_idx(f)
+    monkeypatch.setenv("ECL_JAX_MAX_DATA_BYTES", "9408")
+    assert D.read_idx(f).shape == (12, 28, 28)
+    monkeypatch.setenv("ECL_JAX_MAX_DATA_BYTES", "1e9")
+    with pytest.raises(DataError, match=r"ECL_JAX_MAX_DATA_BYTES='1e9' must be a positive whole number of bytes"):
+        D.read_idx(f)
+
+
+def test_reading_a_gzip_idx_peaks_at_about_the_data_itself(isolated):
+    """Chunked decompression into the result: Python-side peak within 1.5x the 24 MB loaded
+    (gzip.decompress of the whole file and a copy peaked at about 3x)."""
+    import tracemalloc
+
+    n = 24_000_000
+    f = isolated / "big-idx1-ubyte.gz"
+    f.write_bytes(gzip.compress(struct.pack(">BBBBI", 0, 0, 8, 1, n) + bytes(range(256)) * (n // 256), 1))
+    tracemalloc.start()
+    try:
+        x = D.read_idx(f)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert x.shape == (n,) and x[257] == 1
+    assert peak < 1.5 * n, peak
+
+
 def _write_labels(path: Path, y: np.ndarray, code: int):
     path.write_bytes(struct.pack(">BBBB", 0, 0, code, 1) + struct.pack(">I", len(y)) + y.tobytes())
 
