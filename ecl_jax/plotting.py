@@ -279,7 +279,8 @@ def _parse_metrics(path: pathlib.Path, text: str) -> dict[str, list[dict]]:
             row[head] = [d[i] for i in sorted(d)]
         for metric in ("test_acc", "test_loss", "train_loss"):
             if f"{metric}_node" not in row and f"{metric}_mean" in row:
-                row[f"{metric}_node"] = [row[f"{metric}_mean"]]
+                row[f"{metric}_node"] = [row[f"{metric}_mean"]]  # curves: the mean, no band
+                row[f"{metric}_only_mean"] = True  # tables: no worst node to show
         parsed.append((algorithm, run, row))
     if not parsed:
         raise DataError(f"{path} has a header but no rows: the run wrote no metric points. "
@@ -450,7 +451,8 @@ def _final_rows(runs: list[_Run]) -> list[dict]:
                 "samples_seen": last.get("samples_seen", ""),
                 "wall_time": last.get("wall_time", ""),
                 "test_acc_mean": float(np.mean(acc)) if acc else "",
-                "test_acc_min": float(np.min(acc)) if acc else "",
+                # without per-node columns the worst node is unknown: blank, never the mean
+                "test_acc_min": float(np.min(acc)) if acc and not last.get("test_acc_only_mean") else "",
                 "test_loss_mean": float(np.mean(loss)) if loss else "",
                 "mean_model_test_acc": last.get("mean_model_test_acc", ""),
                 "consensus_distance": last.get("consensus_distance", ""),
@@ -479,6 +481,9 @@ def _markdown(title: str, rows: list[dict]) -> str:
             f"{_fmt(r['published_test_acc'], '.2f', 100)} | {_fmt(r['test_loss_mean'], '.4f')} | "
             f"{_fmt(r['mean_model_test_acc'], '.2f', 100)} | {_fmt(r['consensus_distance'], '.3g')} | "
             f"{_fmt(r['wall_time'], '.1f')} |")
+    if any(r["test_acc_min"] == "" and r["test_acc_mean"] != "" for r in rows):
+        lines += ["", "A blank worst node: that run's metrics.csv has only the mean accuracy "
+                      "(no test_acc_node_<i> columns), so its worst node is not known."]
     return "\n".join(lines) + "\n"
 
 

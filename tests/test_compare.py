@@ -320,3 +320,23 @@ def test_reproduce_reports_a_partial_metrics_csv_and_falls_back_to_final_json(tm
     out = capsys.readouterr().out
     assert "| mine | gossip | 61.00 | 50.00 | +11.00 |" in out and "| final.json |" in out
     assert f"{run}: unreadable metrics.csv" in out and "header but no rows" in out
+
+
+def test_compare_never_shows_a_worst_node_it_does_not_have(tmp_path, capsys):
+    """A metrics.csv with only mean columns: its worst node is blank with a footnote, not the mean;
+    a run with per-node columns keeps its real worst node."""
+    full = make_run(tmp_path / "runs" / "full", algorithms=("gossip",), acc0=0.5)
+    mean_only = tmp_path / "runs" / "mean_only"
+    mean_only.mkdir(parents=True)
+    (mean_only / "config.json").write_text((full / "config.json").read_text().replace('"full"', '"mean_only"'))
+    (mean_only / "metrics.csv").write_text("step,epoch,algorithm,test_acc_mean,test_loss_mean,consensus_distance\n"
+                                           "10,1.0,gossip,0.5825,1.2,0.1\n")
+    code, out, err = compare(capsys, full, mean_only, "--out", tmp_path / "cmp")
+    assert code == 0, err
+    rows = {r["run_folder"]: r for r in read_compare_csv(tmp_path / "cmp")}
+    assert rows["mean_only"]["test_acc_mean"] == "0.5825" and rows["mean_only"]["test_acc_min"] == ""
+    assert float(rows["full"]["test_acc_min"]) == pytest.approx(0.69)  # acc - 0.01 at the last step, node 0
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| mean_only |"))
+    assert "| 58.25 |  |" in line and "58.25 | 58.25" not in line, line
+    assert "A blank worst node: that run's metrics.csv has only the mean accuracy" in md
