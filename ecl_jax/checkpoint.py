@@ -72,14 +72,23 @@ def _flat(d: Any, prefix: str = "") -> dict:
     return {prefix[:-1]: d}
 
 
+ADDED_LATER = frozenset({"data.test"})
+"""Fingerprint fields that older checkpoints do not carry: absent there, they are not
+compared (such a checkpoint cannot be checked for them); present, they must match."""
+
+
 def fingerprint_diff(stored: dict, current: dict) -> list[str]:
     """Human-readable differences ``field: stored -> current`` between two fingerprints."""
     a, b = _flat(stored), _flat(current)
     out = []
     for k in sorted(set(a) | set(b)):
+        if k in ADDED_LATER and k not in a:
+            continue
         va, vb = a.get(k, "(absent)"), b.get(k, "(absent)")
         if va != vb:
-            out.append(f"{k} is {va!r} in the checkpoint, {vb!r} now")
+            what = " (the test set: its images or labels changed since this checkpoint was evaluated)" \
+                if k == "data.test" else ""
+            out.append(f"{k} is {va!r} in the checkpoint, {vb!r} now{what}")
     return out
 
 

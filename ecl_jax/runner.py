@@ -207,8 +207,12 @@ class RunResult:
 
 def split_hash(train: NodeData) -> str:
     """A short hash of the node split (every node's samples, labels and counts)."""
+    return _hash_arrays(train.x, train.y, train.count)
+
+
+def _hash_arrays(*arrays) -> str:
     h = hashlib.blake2b(digest_size=12)
-    for a in (train.x, train.y, train.count):
+    for a in arrays:
         a = np.ascontiguousarray(np.asarray(a))
         h.update(f"{a.dtype}{a.shape}".encode())
         h.update(memoryview(a).cast("B"))
@@ -240,7 +244,8 @@ def _plan_run(config: RunConfig) -> _RunPlan:
         raise ConfigError(str(err)) from None
     data = prepare_data(config)
     resolved = config_to_dict(config)
-    data_id = {"dataset": config.dataset, "source": data.source, "split": split_hash(data.train)}
+    data_id = {"dataset": config.dataset, "source": data.source, "split": split_hash(data.train),
+               "test": _hash_arrays(data.x_test, data.y_test)}  # resuming on another test set would mix curves
     prints = {
         a.name: fingerprint(resolved, a.name, config.options.get(a.name, {}), algorithm_settings(a), data_id)
         for a in algorithms

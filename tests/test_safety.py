@@ -136,7 +136,8 @@ def test_checkpoint_fingerprint_names_the_differing_field(tmp_path):
             run_experiment(dataclasses.replace(cfg, **change), quiet=True)
     fp = checkpoint.read_meta(res.run_dir / "checkpoints" / "gossip.npz")["fingerprint"]
     assert fp["algorithm"] == "gossip" and fp["state_format"] == checkpoint.CHECKPOINT_FORMAT
-    assert set(fp["data"]) == {"dataset", "source", "split"} and len(fp["data"]["split"]) == 24
+    assert set(fp["data"]) == {"dataset", "source", "split", "test"} and len(fp["data"]["split"]) == 24
+    assert len(fp["data"]["test"]) == 24  # the test set too (resuming on another one is refused)
 
 
 def test_checkpoint_without_fingerprint_is_refused(tmp_path):

@@ -302,6 +302,43 @@ def test_resume_never_mixes_two_runs(home):
     _one_line_error(res, "belongs to a different run", "data.")
 
 
+def test_resume_refuses_a_changed_test_set_and_accepts_an_older_checkpoint_without_one(home):
+    """Only the test labels file is replaced between the halves of a run: refused, naming the
+    test set (a resumed curve would mix two test sets); a checkpoint written before the test set
+    was recorded (no data.test in its fingerprint) still resumes."""
+    from ecl_jax import checkpoint
+
+    _fake_idx(home / "data_a", 0)
+    cmd = ["run", "tiny.py", "--quiet", "--set", "name=tests", "--set", "dataset=fashion_mnist",
+           "--set", "n_train=None", "--set", "n_test=None", "--set", "steps=20"]
+    env = {"ECL_JAX_DATA_DIR": str(home / "data_a")}
+    assert _cli(home, *cmd, env=env).returncode == 0
+    labels = home / "data_a" / "t10k-labels-idx1-ubyte.gz"
+    good = labels.read_bytes()
+    y = np.roll(np.arange(50, dtype=np.uint8) % 10, 1)
+    raw = struct.pack(">BBBB", 0, 0, 0x08, 1) + struct.pack(">I", 50) + y.tobytes()
+    labels.write_bytes(gzip.compress(raw))
+    from ecl_jax import datasets
+
+    datasets._load_idx_cached.cache_clear()
+    res = _cli(home, *cmd, "--set", "steps=40", env=env)
+    _one_line_error(res, "belongs to a different run", "data.test", "the test set")
+    labels.write_bytes(good)
+    datasets._load_idx_cached.cache_clear()
+    # an older checkpoint: the same file without data.test in its fingerprint
+    ck = home / "runs" / "tests" / "checkpoints" / "gossip.npz"
+    meta = checkpoint.read_meta(ck)
+    assert "test" in meta["fingerprint"]["data"]
+    with np.load(ck, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    fp = json.loads(str(arrays["fingerprint"]))
+    del fp["data"]["test"]
+    arrays["fingerprint"] = np.asarray(json.dumps(fp))
+    np.savez(ck, **arrays)
+    res = _cli(home, *cmd, "--set", "steps=40", env=env)
+    assert res.returncode == 0, res.stderr
+
+
 def test_second_process_on_a_run_folder_is_refused_and_a_stale_lock_is_taken_over(home):
     assert _cli(home, "run", "tiny.py", "--quiet").returncode == 0
     lock = home / "runs" / "tiny" / ".lock"
