@@ -164,6 +164,38 @@ RUNTIME_KEYS = ("speed", "jitter", "pause_every", "pause", "phase", "fail", "str
 """The keys of a ``"free:..."`` runtime string (:func:`runtime_from_string`)."""
 
 
+_INT32_MAX = 2**31 - 1
+
+
+def _runtime_number(key: str, text: str):
+    """A runtime option's value, checked against what the compiled step holds: the whole-number
+    keys fit int32, the others are finite in float32 and not rounded to 0 there."""
+    import numpy as np
+
+    if key in ("pause_every", "stragglers"):
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"runtime option {key} must be a whole number, got {text!r}") from None
+        if not 0 <= value <= _INT32_MAX:
+            raise ValueError(f"runtime option {key}={value} is outside 0..{_INT32_MAX:,} (the compiled step counts "
+                             "steps in int32)")
+        return value
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"runtime option {key} must be a number, got {text!r}") from None
+    with np.errstate(over="ignore", under="ignore"):
+        f32 = np.float32(value)
+    if not np.isfinite(f32) and np.isfinite(value):
+        raise ValueError(f"runtime option {key}={text} is beyond float32 (at most 3.4e38), which the compiled "
+                         "step computes in")
+    if value != 0 and f32 == 0:
+        raise ValueError(f"runtime option {key}={text} is 0 in float32, which the compiled step computes in "
+                         "(give at least 1e-38)")
+    return value
+
+
 def runtime_from_string(spec: str, n_nodes: int) -> FreeRunning | None:
     """Parse a runtime: ``"lockstep"`` (None: every node on the engine's clock) or
     ``"free:speed=1,jitter=0.1,pause_every=128,pause=474,phase=random,fail=0.01"``; add
@@ -184,15 +216,17 @@ def runtime_from_string(spec: str, n_nodes: int) -> FreeRunning | None:
         k, v = k.strip(), v.strip()
         if not eq or k not in RUNTIME_KEYS:
             raise ValueError(f"bad runtime option {part!r} in {spec!r}; valid keys: {', '.join(RUNTIME_KEYS)}")
-        try:
-            kw[k] = v if k == "phase" else int(v) if k in ("pause_every", "stragglers") else float(v)
-        except ValueError:
-            raise ValueError(f"runtime option {k} must be a number, got {v!r}") from None
+        if k in kw:
+            raise ValueError(f"runtime option {k} is given twice in {spec!r}; give it once")
+        kw[k] = v if k == "phase" else _runtime_number(k, v)
     speed = kw.pop("speed", 1.0)
     n_slow = kw.pop("stragglers", 0)
     slow = kw.pop("straggler_speed", None)
-    if (n_slow == 0) != (slow is None):
-        raise ValueError(f"give stragglers=COUNT and straggler_speed=SPEED together, got {spec!r}")
+    if n_slow == 0 and slow is not None:
+        raise ValueError(f"straggler_speed={slow:g} with stragglers=0 slows no node; give stragglers=COUNT "
+                         f"(1..{n_nodes}) or leave straggler_speed out, got {spec!r}")
+    if n_slow and slow is None:
+        raise ValueError(f"stragglers={n_slow} needs straggler_speed=SPEED (in (0, 1]) for those nodes, got {spec!r}")
     if n_slow:
         check_int("stragglers", n_slow, minimum=1, maximum=n_nodes)
         speed = (speed,) * (n_nodes - n_slow) + (slow,) * n_slow

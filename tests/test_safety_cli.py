@@ -369,3 +369,22 @@ def test_run_config_json_is_a_config(home):
     after = _snapshot(home)
     changed = sorted(k for k in before if before[k] != after.get(k))
     assert all(k.startswith("runs/tiny/") for k in changed), changed
+
+
+@pytest.mark.parametrize("runtime, needle", [
+    ("free:pause_every=10000000000,pause=1", "outside 0..2,147,483,647 (the compiled step counts steps in int32)"),
+    ("free:speed=1e-300", "speed=1e-300 is 0 in float32"),
+    ("free:pause=1e39", "pause=1e39 is beyond float32"),
+    ("free:jitter=0.1,jitter=0.9", "jitter is given twice"),
+    ("free:pause_every=1e3", "pause_every must be a whole number, got '1e3'"),
+    ("free:stragglers=0,straggler_speed=0.5", "straggler_speed=0.5 with stragglers=0 slows no node"),
+    ("free:stragglers=2", "stragglers=2 needs straggler_speed=SPEED"),
+])
+def test_runtime_values_the_compiled_step_cannot_hold_are_refused_first(home, runtime, needle):
+    """Values that passed validation and then broke (or silently froze nodes) inside the compiled
+    step: refused before any folder is made, saying what is wrong; no numpy warning leaks."""
+    before = _snapshot(home)
+    res = _cli(home, "run", "tiny.py", "--set", f"runtime={runtime}")
+    _one_line_error(res, needle)
+    assert "RuntimeWarning" not in res.stderr and "overflow" not in res.stderr
+    assert _snapshot(home) == before
