@@ -250,6 +250,12 @@ _INTERRUPTED = {
 }
 
 
+def _interrupted(command: str) -> int:
+    """The one line a Ctrl-C of ``command`` gets; exit status 130."""
+    print(f"\ninterrupted: {_INTERRUPTED.get(command, 'nothing was changed')}", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     own_process = argv is None  # python -m ecl_jax, ecl-jax: the process and its signals are ours
     if own_process:
@@ -271,14 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         args = _parse([a for a in argv if a != "--debug"])
         return args.func(args)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {_INTERRUPTED.get(command, 'nothing was changed')}", file=sys.stderr)
-        return 130
+        return _interrupted(command)
     except Exception as err:
         from ecl_jax.errors import INTERRUPTED
 
         if INTERRUPTED.is_set() and not debug:  # e.g. a Ctrl-C inside an import, re-raised as ImportError
-            print(f"\ninterrupted: {_INTERRUPTED.get(command, 'nothing was changed')}", file=sys.stderr)
-            return 130
+            return _interrupted(command)
         msg = _user_error_message(err)
         if msg is None or debug:
             raise

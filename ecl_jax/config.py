@@ -345,7 +345,7 @@ often to evaluate and save, which of its algorithms. ``options`` counts per algo
 
 
 def published_for(written: RunConfig, run: RunConfig) -> RunConfig:
-    """``run`` with only the published values that are for its setting (docs/outputs.md#plots).
+    """``run`` with only the published values that are for its setting (docs/outputs.md#the-three-figures).
 
     ``written`` is the config as the experiment file wrote it, ``run`` that config after the
     command line's overrides. A changed field outside :data:`SAME_SETTING_FIELDS` (model,

@@ -321,10 +321,10 @@ def read_idx(path: str | os.PathLike, max_bytes: int | None = None) -> np.ndarra
                 raise DataError(f"{path}: the IDX header declares {dims} ({nbytes:,} bytes unpacked), more than "
                                 f"the {cap:,} bytes ecl_jax reads from one data file; the file is corrupted or "
                                 f"not a data set (if it is real, raise the limit: ECL_JAX_MAX_DATA_BYTES={nbytes})")
-            if not gz and path.stat().st_size - 4 - 4 * ndim != nbytes:
-                raise DataError(f"{path}: IDX header says {dims} ({nbytes} bytes) but "
-                                f"{path.stat().st_size - 4 - 4 * ndim} data bytes follow; the file is truncated or "
-                                "corrupted, re-download it")
+            follow = None if gz else path.stat().st_size - 4 - 4 * ndim
+            if follow is not None and follow != nbytes:
+                raise DataError(f"{path}: IDX header says {dims} ({nbytes} bytes) but {follow} data bytes follow; "
+                                "the file is truncated or corrupted, re-download it")
             out = np.empty(nbytes, np.uint8)
             view, got = memoryview(out), 0
             while got < nbytes:

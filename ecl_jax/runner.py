@@ -266,8 +266,9 @@ def _read_json(path: pathlib.Path) -> dict:
         ) from None
 
 
-def _check_folder(plan: _RunPlan) -> list[str]:
-    """Check an existing run folder against the plan; return the algorithms it already holds.
+def _check_folder(plan: _RunPlan) -> tuple[list[str], dict[str, int]]:
+    """Check an existing run folder against the plan; return the algorithms it already holds
+    (beyond the plan's) and {algorithm: steps still to run} for the plan's unfinished ones, in run order.
 
     Refuses (before anything runs) a folder with results of another config, a checkpoint
     of another run (fingerprint), or a checkpoint past the requested steps.
@@ -295,8 +296,10 @@ def _check_folder(plan: _RunPlan) -> list[str]:
                     f"{run_dir} holds a run with a different config (keys {diff}: {shown}); "
                     "use --fresh to overwrite it or --set name=... for a new folder"
                 )
+    left = {}
     for name, expected in plan.fingerprints.items():
         path = ckpt_dir / f"{name}.npz"
+        done = 0
         if path.exists():
             meta = read_meta(path)
             check_fingerprint(path, meta, expected)
@@ -306,7 +309,10 @@ def _check_folder(plan: _RunPlan) -> list[str]:
                     f"steps >= {meta['step']} (a finished run can be extended, not shortened) or --set name=... "
                     "for a new run"
                 )
-    return [a for a in old_algos if a in present and a not in plan.fingerprints]
+            done = meta["step"] or 0
+        if done < config.steps:
+            left[name] = config.steps - done
+    return [a for a in old_algos if a in present and a not in plan.fingerprints], left
 
 
 def run_experiment(
@@ -336,15 +342,15 @@ def run_experiment(
     with run_folder.RunLock(run_dir):
         if fresh:
             run_folder.clear(run_dir)
-        earlier = _check_folder(plan)
+        earlier, left = _check_folder(plan)
         _write_run_files(plan, earlier, quiet)
         inputs = _training_inputs(plan)
         histories = {name: read_meta(run_dir / "checkpoints" / f"{name}.npz")["history"] for name in earlier}
         stop = None if stop_after_chunks is None else StopAfter(stop_after_chunks, config.steps)
-        left = _steps_left(plan)
+        first = next(iter(left), None)  # the one timed for the long-run notice
         for algorithm in plan.algorithms:
             histories[algorithm.name] = _run_algorithm(plan, inputs, algorithm, quiet=quiet, stop=stop,
-                                                       announce=left if algorithm.name == next(iter(left), None) else None)
+                                                       announce=left if algorithm.name == first else None)
         return _finish(plan, histories)
 
 
@@ -418,17 +424,6 @@ LONG_RUN_S = 600.0
 
 TIMED_CARRY_MAX_BYTES = 1 << 30
 """Above this carry size the run is not timed up front (timing holds a second copy of the carry)."""
-
-
-def _steps_left(plan: _RunPlan) -> dict[str, int]:
-    """{algorithm: steps still to run} for every algorithm of the plan with steps left (in run order)."""
-    left = {}
-    for algorithm in plan.algorithms:
-        ckpt = plan.run_dir / "checkpoints" / f"{algorithm.name}.npz"
-        done = (read_meta(ckpt)["step"] or 0) if ckpt.exists() else 0
-        if done < plan.config.steps:
-            left[algorithm.name] = plan.config.steps - done
-    return left
 
 
 def _about(seconds: float) -> str:

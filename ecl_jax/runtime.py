@@ -170,8 +170,6 @@ _INT32_MAX = 2**31 - 1
 def _runtime_number(key: str, text: str):
     """A runtime option's value, checked against what the compiled step holds: the whole-number
     keys fit int32, the others are finite in float32 and not rounded to 0 there."""
-    import numpy as np
-
     if key in ("pause_every", "stragglers"):
         try:
             value = int(text)
