@@ -8,11 +8,21 @@ data set, source, a hash of the node split; the state format). A resume compares
 stored fingerprint with the new run's and refuses a mismatch naming each differing
 field, so two runs are never mixed. Files are read with ``allow_pickle=False`` (no code
 runs on load) and written atomically (temporary file, fsync, rename).
+
+Each checkpoint also carries a *checksum* (SHA-256 over the zip's CRC-32 of every member:
+arrays, history, step, wall time, fingerprint), verified whenever it is read, and each
+member read whole is checked against its CRC: an array altered after it was written, or a
+damaged file, is refused. The checkpoint it replaced stays beside it as
+``<algorithm>.npz.prev`` (a hard link, no copy), which the refusal offers as the way back.
+See docs/design.md#run-folders-and-checkpoints.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import pathlib
 import zipfile
 from typing import Any
@@ -32,6 +42,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_meta",
+    "previous_path",
 ]
 
 CHECKPOINT_FORMAT = 4
@@ -94,11 +105,11 @@ def fingerprint_diff(stored: dict, current: dict) -> list[str]:
 
 def save_checkpoint(path: pathlib.Path, carry: Any, history: list[dict], wall: float,
                     fingerprint: dict | None = None) -> None:
-    """Atomically write the carry's leaves, the metric history and the fingerprint."""
-    import io
-
-    leaves = jax.tree_util.tree_leaves(jax.device_get(carry))
-    arrays = {f"leaf_{i}": np.asarray(a) for i, a in enumerate(leaves)}
+    """Atomically write the carry's leaves, the metric history, the fingerprint and the
+    checksum; the checkpoint it replaces is kept as :func:`previous_path`."""
+    path = pathlib.Path(path)
+    leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(jax.device_get(carry))]
+    arrays = {f"leaf_{i}": a for i, a in enumerate(leaves)}
     step = int(np.asarray(carry.step)) if hasattr(carry, "step") else -1
     buf = io.BytesIO()
     np.savez(
@@ -111,24 +122,97 @@ def save_checkpoint(path: pathlib.Path, carry: Any, history: list[dict], wall: f
         fingerprint=json.dumps(fingerprint if fingerprint is not None else {}, default=_jsonable),
         **arrays,
     )
-    atomic_write_bytes(path, buf.getvalue())
+    _append_checksum(buf)
+    data = buf.getvalue()
+    if path.is_file():
+        _keep_previous(path)
+    atomic_write_bytes(path, data)
 
 
-def _open(path: pathlib.Path):
-    try:
-        return np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({type(err).__name__}: {err}); {_FIX}") from None
-
-
-def read_meta(path: pathlib.Path) -> dict:
-    """Step, history, wall time, format and fingerprint of a checkpoint, without its arrays."""
+def previous_path(path: pathlib.Path) -> pathlib.Path:
+    """Where the checkpoint that ``path`` replaced is kept: ``<algorithm>.npz.prev``."""
     path = pathlib.Path(path)
+    return path.with_name(path.name + ".prev")
+
+
+def _keep_previous(path: pathlib.Path) -> None:
+    """Hard-link the checkpoint about to be replaced as :func:`previous_path` (atomically:
+    a link under a temporary name, then a rename). Where the file system has no hard
+    links, no previous checkpoint is kept."""
+    prev = previous_path(path)
+    tmp = prev.with_name(f".{prev.name}.{os.getpid()}.tmp")
     try:
-        with _open(path) as z:
+        tmp.unlink(missing_ok=True)
+        os.link(path, tmp)
+        os.replace(tmp, prev)
+    except OSError:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+_CHECKSUM_MEMBER = "checksum.npy"
+
+
+def _checksum(members: list[zipfile.ZipInfo]) -> str:
+    """SHA-256 over each member's name, size and CRC-32 (the checksum member left out).
+
+    The zip format stores a CRC-32 of every member, and reading a member whole verifies its
+    bytes against it; this digest binds those CRCs together, so a file rewritten with other
+    arrays (even with the fingerprint kept) no longer matches. It detects changes and
+    damage, not forgery: whoever rewrites a checkpoint can write a new checksum."""
+    h = hashlib.sha256()
+    for info in sorted(members, key=lambda i: i.filename):
+        if info.filename != _CHECKSUM_MEMBER:
+            h.update(f"{info.filename}\0{info.file_size}\0{info.CRC:08x}\n".encode())
+    return h.hexdigest()
+
+
+def _append_checksum(buf: io.BytesIO) -> None:
+    """Append to the ``.npz`` in ``buf`` a ``checksum`` array: :func:`_checksum` of the rest."""
+    with zipfile.ZipFile(buf, "a") as zf:
+        digest = _checksum(zf.infolist())
+        member = io.BytesIO()
+        np.lib.format.write_array(member, np.asarray(digest), allow_pickle=False)
+        zf.writestr(_CHECKSUM_MEMBER, member.getvalue())
+
+
+def _fix(path: pathlib.Path) -> str:
+    """How to get past a damaged checkpoint: the intact previous one when there is one."""
+    prev = previous_path(path)
+    if prev.is_file():
+        try:
+            step = _read(prev, keep_leaves=False)[0]["step"]
+        except CheckpointError:
+            pass
+        else:
+            return f"the previous checkpoint is intact: mv {prev} {path} resumes from step {step}; or {_FIX}"
+    return _FIX
+
+
+def _damaged(path: pathlib.Path, what: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path} {what}; {_fix(path)}")
+
+
+def _read(path: pathlib.Path, keep_leaves: bool) -> tuple[dict, list[np.ndarray]]:
+    """The checkpoint's metadata (and its arrays if ``keep_leaves``), its checksum verified.
+
+    Each member read whole is checked against its CRC-32 by the zip reader; the checksum
+    binds the CRCs of all members, so the arrays need not be read to detect a rewrite."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as err:
+        raise _damaged(path, f"is truncated or corrupted ({type(err).__name__}: {err})") from None
+    try:
+        with z:
             files = set(z.files)
+            stored = str(z["checksum"]) if "checksum" in files else None
+            if stored is not None and stored != _checksum(z.zip.infolist()):
+                raise _damaged(path, "fails its checksum: its arrays or history differ from what was written "
+                               "(changed since, or damaged)")
             meta = {
                 "format": int(z["format"]) if "format" in files else 1,
                 "n_leaves": int(z["n_leaves"]),
@@ -137,13 +221,20 @@ def read_meta(path: pathlib.Path) -> dict:
                 "step": int(z["step"]) if "step" in files else None,
                 "fingerprint": json.loads(str(z["fingerprint"])) if "fingerprint" in files else None,
             }
+            leaves = [z[f"leaf_{i}"] for i in range(meta["n_leaves"])] if keep_leaves else []
     except CheckpointError:
         raise
     except (KeyError, ValueError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({type(err).__name__}: {err}); {_FIX}") from None
+        raise _damaged(path, f"is truncated or corrupted ({type(err).__name__}: {err})") from None
     if meta["step"] is None and meta["history"]:
         meta["step"] = int(meta["history"][-1].get("step", 0))
-    return meta
+    return meta, leaves
+
+
+def read_meta(path: pathlib.Path) -> dict:
+    """Step, history, wall time, format and fingerprint of a checkpoint, its checksum verified
+    (without reading the arrays). A checkpoint written before checksums existed is read unchecked."""
+    return _read(pathlib.Path(path), keep_leaves=False)[0]
 
 
 def check_fingerprint(path: pathlib.Path, meta: dict, expected: dict) -> None:
@@ -172,12 +263,13 @@ def check_fingerprint(path: pathlib.Path, meta: dict, expected: dict) -> None:
 def load_checkpoint(path: pathlib.Path, template: Any, fingerprint: dict | None = None) -> tuple[Any, list[dict], float]:
     """Restore a carry into the structure of ``template`` (a freshly initialised carry).
 
-    With ``fingerprint``, the stored one must equal it (:class:`CheckpointError` naming the
+    The checksum is verified first (a changed or damaged file is refused, offering the
+    previous checkpoint). With ``fingerprint``, the stored one must equal it (:class:`CheckpointError` naming the
     fields that differ). Raises CheckpointError naming the first leaf whose shape or dtype
     differs (another model, algorithm, topology or an older state format).
     """
     path = pathlib.Path(path)
-    meta = read_meta(path)
+    meta, leaves = _read(path, keep_leaves=True)
     if fingerprint is not None:
         check_fingerprint(path, meta, fingerprint)
     elif meta["format"] != CHECKPOINT_FORMAT:
@@ -186,11 +278,6 @@ def load_checkpoint(path: pathlib.Path, template: Any, fingerprint: dict | None 
     paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     if len(paths_leaves) != n:
         raise CheckpointError(f"checkpoint {path} holds {n} arrays, this run's state has {len(paths_leaves)}; {_FIX}")
-    try:
-        with _open(path) as z:
-            leaves = [z[f"leaf_{i}"] for i in range(n)]
-    except (KeyError, ValueError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({type(err).__name__}: {err}); {_FIX}") from None
     for (kp, t), leaf in zip(paths_leaves, leaves):
         if np.shape(t) != np.shape(leaf) or np.dtype(t.dtype).kind != leaf.dtype.kind:
             raise CheckpointError(

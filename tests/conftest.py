@@ -33,6 +33,8 @@ from __future__ import annotations
 import os
 import pathlib
 
+import pytest
+
 _IGNORE_PARTIAL_READ = "ignore:Error reading persistent compilation cache entry"
 PRUNE_ABOVE_BYTES = 4 * 1024**3  # a whole cold suite writes about 0.1 GiB
 PRUNE_TO_BYTES = 2 * 1024**3
@@ -106,3 +108,18 @@ def pytest_configure(config) -> None:
         config.option.loadgroup = True
     elif getattr(config.option, "dist", "no") == "load":  # the controller: schedules by group
         config.option.dist = "loadgroup"
+
+
+@pytest.fixture()
+def home(tmp_path):
+    """A working folder holding the experiment file `tiny.py`, notes, another tool's folder and data
+    (the files a refused command must leave alone; see tests/cli_harness.py)."""
+    from cli_harness import TINY
+
+    (tmp_path / "tiny.py").write_text(TINY)
+    (tmp_path / "notes.txt").write_text("a week of notes\n")
+    (tmp_path / "runs" / "not_ours").mkdir(parents=True)
+    (tmp_path / "runs" / "not_ours" / "results.csv").write_text("1,2,3\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.bin").write_bytes(b"\x00" * 100)
+    return tmp_path
