@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import math
 import pathlib
 import types
 import typing
@@ -22,7 +21,7 @@ __all__ = ["RunConfig", "ConfigError", "apply_overrides", "load_config", "config
 
 from ecl_jax.errors import ConfigError
 from ecl_jax.layouts import LAYOUT_NAMES
-from ecl_jax.validation import check_int, is_int
+from ecl_jax.validation import check_int, is_int, is_number
 
 # Which fields only some choices read: a non-default value with another choice is refused
 # (it would silently do nothing).
@@ -34,10 +33,6 @@ _PARTITION_FIELDS = {
 }
 _TOPOLOGY_FIELDS = {"degree": ("random_regular",), "edge_prob": ("erdos_renyi",), "hops": ("multiplex_ring",)}
 PUBLISHED_METRICS = ("test_acc", "test_loss")
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,22 +136,22 @@ def check_config(c: "RunConfig") -> None:
     if c.epoch_samples % c.batch_size:
         raise ConfigError(f"epoch_samples={c.epoch_samples} must be a multiple of batch_size={c.batch_size} "
                           f"(an epoch is epoch_samples / batch_size own steps), or 0 for uniform draws")
-    if not (_is_num(c.lr) and c.lr > 0):
+    if not (is_number(c.lr) and c.lr > 0):
         raise ConfigError(f"lr must be a positive finite number, got {c.lr!r}")
-    if not (_is_num(c.eta) and c.eta > 0):
+    if not (is_number(c.eta) and c.eta > 0):
         raise ConfigError(f"eta must be a positive finite number, got {c.eta!r}")
-    if not (_is_num(c.l2) and c.l2 >= 0):
+    if not (is_number(c.l2) and c.l2 >= 0):
         raise ConfigError(f"l2 must be a finite number >= 0, got {c.l2!r}")
-    if not (_is_num(c.lr_decay) and 0 < c.lr_decay <= 1):
+    if not (is_number(c.lr_decay) and 0 < c.lr_decay <= 1):
         raise ConfigError(f"lr_decay must be in (0, 1], got {c.lr_decay!r}")
     check_int("lr_decay_every", c.lr_decay_every, minimum=0, note="steps; 0 = no decay", **strict)
     if c.lr_decay != 1.0 and c.lr_decay_every == 0:
         raise ConfigError(f"lr_decay={c.lr_decay} needs lr_decay_every > 0 (steps between decays)")
-    if not (_is_num(c.node_prob) and 0 < c.node_prob <= 1):
+    if not (is_number(c.node_prob) and 0 < c.node_prob <= 1):
         raise ConfigError(f"node_prob must be in (0, 1], got {c.node_prob!r}")
-    if not (_is_num(c.edge_prob) and 0 < c.edge_prob <= 1):
+    if not (is_number(c.edge_prob) and 0 < c.edge_prob <= 1):
         raise ConfigError(f"edge_prob must be in (0, 1], got {c.edge_prob!r}")
-    if not (_is_num(c.partition_alpha) and c.partition_alpha > 0):
+    if not (is_number(c.partition_alpha) and c.partition_alpha > 0):
         raise ConfigError(f"partition_alpha must be a positive number, got {c.partition_alpha!r}")
     if c.x_axis not in ("epoch", "round", "step"):
         raise ConfigError(f"x_axis must be 'epoch', 'round' (= step / K) or 'step', got {c.x_axis!r}")
@@ -279,7 +274,7 @@ def _check_published(c: "RunConfig") -> None:
         for algo, v in table.items():
             if algo not in ALGORITHMS:
                 raise ConfigError(f"published[{metric!r}]: unknown algorithm {algo!r}; valid: {', '.join(ALGORITHMS)}")
-            if not _is_num(v) or (metric == "test_acc" and not 0 <= v <= 1) or v < 0:
+            if not is_number(v) or (metric == "test_acc" and not 0 <= v <= 1) or v < 0:
                 valid = "a fraction in [0, 1]" if metric == "test_acc" else "a number >= 0"
                 raise ConfigError(f"published[{metric!r}][{algo!r}] must be {valid}, got {v!r}")
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from ecl_jax.algorithms.base import Algorithm, tree_constant_dtype
 from ecl_jax.masks import Activity, AllNodes, AlwaysEdges, edges_on_clocks
-from ecl_jax.node_data import NodeData, stack_node_data
+from ecl_jax.node_data import NodeData, check_finite, stack_node_data
 from ecl_jax.runtime import FreeRunning
 from ecl_jax.topology import Topology
 from ecl_jax.validation import check_int
@@ -442,6 +442,7 @@ class Engine:
             raise TypeError(f"callbacks must be a sequence of callables cb(carry, metrics), got {callbacks!r}")
         callbacks = tuple(callbacks)
         data = self.check_data(data)
+        check_finite("eval_data", eval_data)
         if carry is None:
             carry = self.init(params, key)
         history: list[dict] = []

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax.errors import DataError
 
-__all__ = ["NodeData", "stack_node_data"]
+__all__ = ["NodeData", "stack_node_data", "check_finite"]
 
 
 class NodeData(NamedTuple):
@@ -40,8 +41,9 @@ class NodeData(NamedTuple):
         """Check the stacking and the counts of concrete arrays; return ``self``.
 
         The leading (node) axes of x, y and count must agree, x and y must hold the same
-        number M of rows per node, and every ``count[i]`` must be an integer in 1..M.
-        Nothing is checked when a leaf is a tracer (inside ``jit`` / ``vmap``); the count
+        number M of rows per node, every ``count[i]`` must be an integer in 1..M, x and y
+        must hold numbers (not booleans), and every valid row must be finite (a NaN or
+        inf would only surface as NaN losses many steps later). Nothing is checked when a leaf is a tracer (inside ``jit`` / ``vmap``); the count
         values only when they are concrete. Raises :class:`~ecl_jax.errors.DataError` (a
         ``ValueError``) naming the node and the value.
         """
@@ -73,7 +75,39 @@ class NodeData(NamedTuple):
                 i = int(bad[0])
                 raise DataError(f"NodeData.count[{i}] = {int(values[i])}: node {i} must have 1..{m} valid rows "
                                 f"(count[i] = number of real, unpadded rows among the M={m} padded rows)")
+        for k in ("x", "y"):
+            a = getattr(self, k)
+            if np.dtype(a.dtype) == np.bool_:
+                raise DataError(f"NodeData.{k} holds booleans (dtype bool); give numbers: features as floats "
+                                f"({k}.astype(np.float32)), labels as integer classes")
+            if values is not None and _concrete(a) and np.issubdtype(np.dtype(a.dtype), np.inexact):
+                _check_valid_rows_finite(k, a, values)
         return self
+
+
+def _concrete(a) -> bool:
+    return not isinstance(a, (jax.ShapeDtypeStruct, jax.core.Tracer)) and getattr(a, "is_fully_addressable", True)
+
+
+def _check_valid_rows_finite(name: str, a, count: np.ndarray) -> None:
+    """Raise :class:`DataError` naming the first node and row of ``a`` [N, M, ...] among its
+    ``count[i]`` valid rows that holds a NaN or inf (computed where ``a`` lives)."""
+    a = jnp.asarray(a)
+    finite = jnp.isfinite(a).reshape(a.shape[0], a.shape[1], -1).all(axis=-1)  # [N, M]
+    bad = ~finite & (jnp.arange(a.shape[1])[None, :] < jnp.asarray(count)[:, None])
+    if bool(jnp.any(bad)):
+        i, r = (int(v) for v in np.argwhere(np.asarray(bad))[0])
+        raise DataError(f"NodeData.{name} holds NaN or inf: node {i}, row {r} (one of its {int(count[i])} "
+                        f"valid rows); drop or repair such samples before training")
+
+
+def check_finite(name: str, tree) -> None:
+    """Raise :class:`DataError` if a concrete floating leaf of ``tree`` holds NaN or inf
+    (``eval_data`` of :meth:`ecl_jax.engine.Engine.run`), naming the leaf."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if (hasattr(leaf, "dtype") and _concrete(leaf) and np.issubdtype(np.dtype(leaf.dtype), np.inexact)
+                and not bool(jnp.all(jnp.isfinite(leaf)))):
+            raise DataError(f"{name}{jax.tree_util.keystr(path)} holds NaN or inf; drop or repair those entries")
 
 
 def stack_node_data(xs, ys) -> NodeData:

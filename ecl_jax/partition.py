@@ -27,7 +27,7 @@ import numpy as np
 
 from ecl_jax.errors import DataError
 from ecl_jax.node_data import NodeData, stack_node_data
-from ecl_jax.validation import check_int
+from ecl_jax.validation import check_int, check_number
 
 __all__ = [
     "KDD20_MNIST_CLASSES",
@@ -303,8 +303,7 @@ def dirichlet(labels, n_nodes: int, alpha: float, seed: int = 0, min_size: int =
     ``min_size`` samples. Small alpha: few classes per node; alpha -> inf: IID."""
     y = _labels(labels)
     n = _n_nodes(n_nodes, y.size)
-    if not (isinstance(alpha, (int, float, np.floating, np.integer)) and alpha > 0 and np.isfinite(alpha)):
-        raise ValueError(f"dirichlet: alpha must be a positive finite number, got {alpha!r}")
+    alpha = check_number("dirichlet: alpha", alpha, minimum=0, minimum_open=True)
     min_size = check_int("dirichlet: min_size", min_size, minimum=1, maximum=y.size // n,
                          note=f"for {n} nodes and {y.size} samples")
     rng = np.random.default_rng(seed)
@@ -339,12 +338,10 @@ def quantity_skew(labels, n_nodes: int, alpha: float | None = None, seed: int = 
                          note=f"for {n} nodes and {y.size} samples")
     rng = np.random.default_rng(seed)
     if alpha is not None:
-        if not (alpha > 0 and np.isfinite(alpha)):
-            raise ValueError(f"quantity_skew: alpha must be a positive finite number, got {alpha!r}")
+        alpha = check_number("quantity_skew: alpha", alpha, minimum=0, minimum_open=True)
         q = rng.dirichlet(np.full(n, float(alpha)))
     else:
-        if not (power >= 0 and np.isfinite(power)):
-            raise ValueError(f"quantity_skew: power must be a non-negative finite number, got {power!r}")
+        power = check_number("quantity_skew: power", power, minimum=0)
         q = rng.permutation(np.arange(1, n + 1)).astype(np.float64) ** (-float(power))
     sizes = min_size + _split_counts(y.size - min_size * n, q)
     parts = _split_by_sizes(rng.permutation(y.size), sizes)

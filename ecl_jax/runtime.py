@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ecl_jax.validation import check_int
+from ecl_jax.validation import check_int, is_number
 
 __all__ = ["Clocks", "ClockTick", "FreeRunning", "runtime_from_string", "RUNTIME_KEYS"]
 
@@ -60,7 +60,7 @@ class ClockTick(NamedTuple):
 
 
 def _fraction(name: str, v, *, lo_open: bool, hi: float, hi_open: bool) -> float:
-    ok = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+    ok = is_number(v)
     ok = ok and (v > 0 if lo_open else v >= 0) and (v < hi if hi_open else v <= hi)
     if not ok:
         lo_s = "(0" if lo_open else "[0"

@@ -6,6 +6,10 @@ node count), Python and NumPy integers are, and nothing else is (not ``2.0``, no
 ``"2"``). :func:`check_int` raises the caller's error class with a message naming the
 setting, the valid range and the bad value, e.g. ``"steps must be a positive integer,
 got 0"`` or ``"k must be an integer in 1..10, got 12"``.
+
+One number rule likewise: a real number is a Python or NumPy int or float, finite, and
+never a ``bool`` (``alpha=True`` is not alpha = 1); :func:`check_number` checks one
+against a range.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["is_int", "check_int", "int_range_text"]
+__all__ = ["is_int", "check_int", "int_range_text", "is_number", "check_number"]
 
 
 def is_int(value: Any, *, allow_numpy: bool = True) -> bool:
@@ -64,3 +68,43 @@ def check_int(
         valid = int_range_text(minimum, maximum) + (" or None" if allow_none else "") + (f" ({note})" if note else "")
         raise error(f"{name} must be {valid}, got {value!r}")
     return int(value)
+
+
+def is_number(value: Any) -> bool:
+    """True for a finite Python or NumPy int or float; never for a bool, NaN or inf."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return bool(np.isfinite(value))
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    minimum_open: bool = False,
+    maximum: float | None = None,
+    maximum_open: bool = False,
+    error: type[Exception] = ValueError,
+    note: str = "",
+) -> float:
+    """Return ``value`` as a Python float after checking it is a number (:func:`is_number`)
+    in the range the bounds give (open where ``*_open``); otherwise raise ``error`` with
+    ``f"{name} must be a finite number [> or >= minimum][ and < or <= maximum][ ({note})], got {value!r}"``."""
+    ok = is_number(value)
+    if ok and minimum is not None:
+        ok = value > minimum if minimum_open else value >= minimum
+    if ok and maximum is not None:
+        ok = value < maximum if maximum_open else value <= maximum
+    if not ok:
+        words = {(0, True): "a positive finite number", (0, False): "a non-negative finite number"}
+        valid = words.get((minimum, minimum_open)) if maximum is None else None
+        if valid is None:
+            valid = "a finite number"
+            if minimum is not None:
+                valid += f" {'>' if minimum_open else '>='} {minimum:g}"
+            if maximum is not None:
+                valid += f"{' and' if minimum is not None else ''} {'<' if maximum_open else '<='} {maximum:g}"
+        kind = " (a bool is not a number)" if isinstance(value, (bool, np.bool_)) else ""
+        raise error(f"{name} must be {valid}{f' ({note})' if note else ''}, got {value!r}{kind}")
+    return float(value)

@@ -30,12 +30,10 @@ and edges touching them do not exchange.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from ecl_jax import graph_ops as gops
@@ -50,6 +48,7 @@ from ecl_jax.algorithms.base import (
 )
 from ecl_jax.masks import computes
 from ecl_jax.topology import Topology
+from ecl_jax.validation import is_number
 
 __all__ = [
     "BaselineConfig",
@@ -83,7 +82,7 @@ def _make_optimizer(lr: float | None, optimizer: optax.GradientTransformation | 
         return optimizer
     if lr is None:
         raise ValueError("give a learning rate lr or an optax optimizer")
-    if not (callable(lr) or (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and lr > 0 and np.isfinite(lr))):
+    if not (callable(lr) or (is_number(lr) and lr > 0)):
         raise ValueError(f"lr must be a positive finite number or a schedule, got {lr!r}")
     return optax.sgd(lr)
 
