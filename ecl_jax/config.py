@@ -374,6 +374,18 @@ def _did_you_mean(word: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _not_key_value(item: str, fields) -> str:
+    """Why an override without '=' is refused, with the nearest thing the user may have meant."""
+    key = item.strip()
+    if key.upper() == "SMOKE":
+        hint = "; to run the experiment's SMOKE settings use the flag --smoke"
+    elif key in fields:
+        hint = f"; give {key} a value: --set {key}=VALUE"
+    else:
+        hint = _did_you_mean(key, fields)
+    return f"override {item!r} has no '=': --set takes key=value (a config field or ALGO.OPTION){hint}"
+
+
 def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
     """Apply ``key=value`` strings (``ALGO.OPTION=value`` for per-algorithm options).
 
@@ -391,7 +403,7 @@ def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
+            raise ConfigError(_not_key_value(item, types_))
         if "." in key:
             algo, opt = key.split(".", 1)
             if algo not in ALGORITHMS:

@@ -192,22 +192,26 @@ def _make(name: str, x_train, y_train, x_test, y_test, source: str, num_classes:
     """Build a Dataset from uint8 (0..255) or float ([0, 1]) images [n, H, W(, C)] and labels.
 
     ``num_classes`` None: :data:`DECLARED_CLASSES` for the named sets, else max label + 1.
-    ``where`` names the train / test label files or splits in error messages."""
+    ``where`` names the train / test label files or splits in error messages (keys "train",
+    "test"; "train_images", "test_images" where the images come from another file)."""
     where = {"train": f"{name} train split ({source})", "test": f"{name} test split ({source})", **(where or {})}
 
     def images(x, split):
+        here = where.get(f"{split}_images", where[split])
         x = np.asarray(x)
         if x.ndim == 3:
             x = x[..., None]
         if x.ndim != 4:
-            raise DataError(f"{where[split]}: expected images [n, H, W] or [n, H, W, C], got shape {x.shape}")
+            raise DataError(f"{here}: expected images [n, H, W] or [n, H, W, C], got shape {x.shape}")
         if x.dtype == np.uint8:
             return x.astype(np.float32) / np.float32(255.0)
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise DataError(f"{where[split]}: images must be uint8 (0..255) or float ([0, 1]), got dtype {x.dtype}")
+            raise DataError(f"{here}: images must be uint8 (0..255) or float ([0, 1]), got dtype {x.dtype}")
         x = x.astype(np.float32)
-        if x.size and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
-            raise DataError(f"{where[split]}: float images must lie in [0, 1], got [{x.min()}, {x.max()}]")
+        if x.size and not np.isfinite(x).all():
+            raise DataError(f"{here}: images hold NaN or inf (float images must lie in [0, 1])")
+        if x.size and not (x.min() >= 0 and x.max() <= 1):
+            raise DataError(f"{here}: float images must lie in [0, 1], got [{x.min()}, {x.max()}]")
         return x
 
     if num_classes is None:
@@ -387,7 +391,8 @@ def _load_idx_cached(directory: str, name: str, num_classes: int | None = None) 
     return _make(name, arrays[("train", "images")], arrays[("train", "labels")],
                  arrays[("t10k", "images")], arrays[("t10k", "labels")], source=f"idx:{directory}",
                  num_classes=num_classes,
-                 where={"train": str(files[("train", "labels")]), "test": str(files[("t10k", "labels")])})
+                 where={"train": str(files[("train", "labels")]), "test": str(files[("t10k", "labels")]),
+                        "train_images": str(files[("train", "images")]), "test_images": str(files[("t10k", "images")])})
 
 
 # --------------------------------------------------------------------------- CIFAR-10
@@ -738,7 +743,8 @@ def _load_npz(path: Path, name: str) -> Dataset:
                         f"{DECLARED_CLASSES[name]}; it is corrupted or belongs to another data set. Delete it; it "
                         f"is rebuilt from the TFDS copy on the next load")
     return _make(name, *(arrays[k] for k in keys), source=f"{source} (cached {path})", num_classes=num_classes,
-                 where={"train": f"{path} (y_train)", "test": f"{path} (y_test)"})
+                 where={"train": f"{path} (y_train)", "test": f"{path} (y_test)",
+                        "train_images": f"{path} (x_train)", "test_images": f"{path} (x_test)"})
 
 
 # --------------------------------------------------------------------------- load_dataset

@@ -95,13 +95,22 @@ def remove(path: PathLike) -> None:
     if not p.exists():
         return
     if p.is_symlink():
-        raise RunFolderError(f"{p} is a symbolic link; --fresh deletes only run folders that ecl_jax made")
+        raise RunFolderError(_symlink_refusal(p, "--fresh deletes"))
     if not is_run_folder(p):
         raise RunFolderError(
             f"refusing to delete {p}: it was not made by ecl_jax (no {MARKER} file). "
             "Delete it yourself if you mean to, or choose another --set name=..."
         )
     shutil.rmtree(p)
+
+
+def _symlink_refusal(p: pathlib.Path, action: str) -> str:
+    """Why ``action`` refuses the symbolic link ``p``, saying whether its target is a run folder."""
+    target = p.resolve()
+    if is_run_folder(target):
+        return (f"{p} is a symbolic link to the run folder {target}; {action} only a folder named directly, "
+                f"never through a link: name the folder itself (--set out_dir=... --set name=...)")
+    return f"{p} is a symbolic link (to {target}, not a run folder ecl_jax made); {action} only run folders ecl_jax made"
 
 
 def clear(path: PathLike) -> None:
@@ -111,7 +120,9 @@ def clear(path: PathLike) -> None:
     removed as links; what they point to is never touched.
     """
     p = pathlib.Path(path)
-    if p.is_symlink() or not is_run_folder(p):
+    if p.is_symlink():
+        raise RunFolderError(_symlink_refusal(p, "--fresh empties"))
+    if not is_run_folder(p):
         raise RunFolderError(
             f"refusing to empty {p}: it was not made by ecl_jax (no {MARKER} file). "
             "Delete it yourself if you mean to, or choose another --set name=..."
@@ -201,10 +212,13 @@ class RunLock:
                     pid_s, lock_host, start = (self.path.read_text().split() + ["", ""])[:3]
                     pid = int(pid_s)
                 except (OSError, ValueError):
-                    # empty: its writer is between create and write (fresh file) or died there (old file)
-                    pid, lock_host, start = -1, host, ""
-                    if _age(self.path) < 5.0:
-                        pid = 0
+                    # Unreadable: its writer is between create and write (a fresh file) or died
+                    # there, or it is not a lock ecl_jax wrote. Taken over once 5 s old.
+                    age = _age(self.path)
+                    if age >= 5.0:
+                        pid, lock_host, start = -1, host, ""
+                    else:
+                        raise RunFolderError(self._unreadable(age)) from None
                 if lock_host == host and (pid < 0 or pid > 0 and not _pid_alive(pid, start)) or pid == os.getpid():
                     try:
                         self.path.unlink()
@@ -221,6 +235,18 @@ class RunLock:
             return self
         raise RunFolderError(f"could not take the lock {self.path}; delete it if no ecl_jax run uses that folder")
 
+    def _unreadable(self, age: float) -> str:
+        """Why a lock file that names no process refuses the folder (it is under 5 s old)."""
+        try:
+            text = self.path.read_text(errors="replace").strip()
+        except OSError:
+            text = ""
+        what = ("is still empty (another process is taking the lock)" if not text else
+                f"holds {text[:40]!r}, not the 'pid host start-time' line ecl_jax writes")
+        return (f"{self.path.parent} may be in use: its lock file {self.path} was made {age:.1f} s ago and {what}. "
+                "Retry in a few seconds (a lock that still names no process is taken over once 5 s old), "
+                "or delete the lock file if no ecl_jax run uses this folder.")
+
     def release(self) -> None:
         if self._held:
             self._held = False
@@ -236,8 +262,18 @@ class RunLock:
         self.release()
 
 
+def _first_file_on(path: pathlib.Path) -> pathlib.Path | None:
+    """The first component of ``path`` (from the root) that exists and is not a folder."""
+    for part in reversed([path, *path.parents]):
+        if part.exists() and not part.is_dir():
+            return part
+    return None
+
+
 def describe_os_error(err: OSError) -> str | None:
-    """A one-line message for disk-full / read-only / permission errors, else None."""
+    """A one-line message for an OS error a user's files or disk cause (full, read-only,
+    permission, a file where a folder must be, a folder where a file must be), else None."""
+    where = f" ({err.filename})" if err.filename else ""
     reasons = {
         errno.ENOSPC: "the disk is full",
         errno.EROFS: "the file system is read-only",
@@ -246,8 +282,17 @@ def describe_os_error(err: OSError) -> str | None:
         getattr(errno, "EDQUOT", -1): "the disk quota is exceeded",
     }
     if err.errno in reasons:
-        where = f" ({err.filename})" if err.filename else ""
         return (f"cannot write{where}: {reasons[err.errno]}. Free space or choose a writable out_dir "
                 "(--set out_dir=...); completed checkpoints are kept and the run resumes from them.")
+    name = pathlib.Path(err.filename) if isinstance(err.filename, (str, os.PathLike)) else None
+    if err.errno == errno.EEXIST and name is not None:
+        return (f"cannot create the folder {name}: a file of that name is in the way, and ecl_jax does not "
+                "replace a file it did not make; move that file away, or choose another name or out_dir "
+                "(--set name=... / --set out_dir=...)")
+    if err.errno == errno.ENOTDIR and name is not None:
+        blocker = _first_file_on(name)
+        what = f"{blocker} is a file, not a folder" if blocker is not None else "a part of it is not a folder"
+        return (f"cannot use {name}: {what}; choose a folder for out_dir / --out, or move that file away")
+    if err.errno == errno.EISDIR and name is not None:
+        return f"cannot use {name}: it is a folder where ecl_jax expects a file; move it away or choose another name"
     return None
-

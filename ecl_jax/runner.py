@@ -19,9 +19,11 @@ per-chunk jobs (divergence check, history, progress, checkpoints) are the callba
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import math
+import os
 import pathlib
 import sys
 import time  # noqa: F401  (tests patch ``runner.time.time`` for ``runner.Progress``)
@@ -339,7 +341,14 @@ def run_experiment(
     run_dir = plan.run_dir
     _refuse_foreign_folder(run_dir, fresh)
     run_folder.create(run_dir)
-    with run_folder.RunLock(run_dir):
+    try:
+        lock = run_folder.RunLock(run_dir).acquire()
+    except OSError as err:
+        shown = None if fresh else _finished_read_only(plan, err, quiet)
+        if shown is None:
+            raise
+        return shown
+    try:
         if fresh:
             run_folder.clear(run_dir)
         earlier, left = _check_folder(plan)
@@ -352,6 +361,29 @@ def run_experiment(
             histories[algorithm.name] = _run_algorithm(plan, inputs, algorithm, quiet=quiet, stop=stop,
                                                        announce=left if algorithm.name == first else None)
         return _finish(plan, histories)
+    finally:
+        lock.release()
+
+
+_CANNOT_WRITE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _finished_read_only(plan: _RunPlan, err: OSError, quiet: bool) -> RunResult | None:
+    """The results of a finished run whose folder cannot be written (``err`` from taking its
+    lock: read-only, permission), read from its checkpoints without writing anything; None
+    when the folder holds no finished run of this config (then ``err`` stands)."""
+    if err.errno not in _CANNOT_WRITE or not (plan.run_dir / "checkpoints").is_dir():
+        return None
+    earlier, left = _check_folder(plan)  # reads only; refuses another run's checkpoints as usual
+    names = earlier + [a.name for a in plan.algorithms]
+    if left or not all((plan.run_dir / "checkpoints" / f"{n}.npz").is_file() for n in names):
+        return None
+    histories = {n: read_meta(plan.run_dir / "checkpoints" / f"{n}.npz")["history"] for n in names}
+    if not quiet:
+        print(f"note: {plan.run_dir} cannot be written ({os.strerror(err.errno).lower()}); the run is finished, so "
+              "its results are read from its checkpoints and no file is rewritten", file=sys.stderr)
+    plots = [p for p in (plan.run_dir / f"{k}.png" for k in ("accuracy", "loss", "consensus")) if p.is_file()]
+    return RunResult(plan.run_dir, histories, {k: h[-1] for k, h in histories.items() if h}, plots)
 
 
 def _refuse_foreign_folder(run_dir: pathlib.Path, fresh: bool) -> None:

@@ -547,3 +547,23 @@ def test_topology_limits_are_read_at_call_time(monkeypatch):
     with pytest.raises(tp.TopologyError, match="MAX_NODES=5"):
         tp.star(6)
     assert tp.estimate_size(10, 20) == 24 * 20 + 8 * 10
+
+
+# --------------------------------------------------------------------------- IDX values
+@pytest.mark.parametrize("value, needle", [(2.0, r"float images must lie in \[0, 1\], got \[0\.0, 2\.0\]"),
+                                           (np.nan, "images hold NaN or inf")])
+@pytest.mark.parametrize("split", ["train", "t10k"])
+def test_bad_float_images_are_blamed_on_the_images_file(isolated, value, needle, split):
+    """A float32 IDX images file (type 0x0D) out of [0, 1] or non-finite: the error names
+    that images file, not the labels file beside it (as it once did)."""
+    d = isolated / "idx"
+    _write_idx_dir(d)
+    x = np.zeros((12 if split == "train" else 5, 28, 28), np.float32)
+    x[0, 0, 0] = value
+    raw = struct.pack(">BBBB", 0, 0, 0x0D, 3) + struct.pack(">3I", *x.shape) + x.astype(">f4").tobytes()
+    (d / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw))
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    with pytest.raises(DataError, match=rf"{split}-images-idx3-ubyte\.gz: {needle}") as err:
+        D.load_idx_dir(d)
+    assert "labels" not in str(err.value)
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
