@@ -525,26 +525,41 @@ def _batch_size_ok(size: int, where: str) -> None:
                         f"{_MAX_BATCH_BYTES:,}); this is not a CIFAR-10 batch; {_CIFAR_SAFE}")
 
 
-def _cifar_members(root: Path) -> tuple[str, dict[str, bytes]] | None:
-    """Find the CIFAR-10 batches under ``root`` (folder or tarball): (kind, {name: bytes}).
+def _cifar_members(root: Path, read: bool = True) -> tuple[str, dict[str, bytes]] | None:
+    """Find the CIFAR-10 batches under ``root`` (folder or tarball): (kind, {name: bytes});
+    without ``read``, only whether they are there (the bytes are left empty).
 
     A tarball is read in memory, never extracted: only regular-file members whose base
-    name is a batch name are read (links, devices, ``../`` paths never touch the disk)."""
+    name is a batch name are read (links, devices, ``../`` paths never touch the disk).
+    It is walked once, front to back (each batch read as its header passes, so a gzip
+    stream is unpacked once), and refused as soon as a member would end past
+    :func:`max_file_bytes` into the unpacked archive (a CIFAR-10 tarball unpacks to about
+    180 MB), so a small archive that unpacks to gigabytes costs neither memory nor minutes."""
     kinds = (("bin", _CIFAR_TRAIN_BIN + ["test_batch.bin"]), ("py", _CIFAR_TRAIN_PY + ["test_batch"]))
     if root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar")):
+        wanted = {n for _, names in kinds for n in names}
+        cap = max_file_bytes()
+        found: dict[str, bytes] = {}
         try:
             with tarfile.open(root) as tar:
-                members = {m.name.rsplit("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}
-                for kind, names in kinds:
-                    if all(n in members for n in names):
-                        out = {}
-                        for n in names:
-                            _batch_size_ok(members[n].size, f"{root}:{members[n].name}")
-                            out[n] = tar.extractfile(members[n]).read()
-                        return kind, out
+                for m in tar:
+                    end = m.offset_data + max(m.size, 0)
+                    if end > cap:
+                        raise DataError(
+                            f"{root}: member {m.name!r} ends {end:,} bytes into the unpacked archive, past the "
+                            f"{cap:,} bytes ecl_jax unpacks from one data file (a CIFAR-10 tarball unpacks to about "
+                            f"180 MB); this is not a CIFAR-10 tarball (if it is real, raise the limit: "
+                            f"ECL_JAX_MAX_DATA_BYTES={end})")
+                    base = m.name.rsplit("/", 1)[-1]
+                    if m.isfile() and base in wanted and base not in found:
+                        _batch_size_ok(m.size, f"{root}:{m.name}")
+                        found[base] = tar.extractfile(m).read() if read else b""
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise DataError(f"{root}: truncated or corrupted tarball ({type(e).__name__}: {e}); re-download it "
                             f"from https://www.cs.toronto.edu/~kriz/cifar.html") from None
+        for kind, names in kinds:
+            if all(n in found for n in names):
+                return kind, {n: found[n] for n in names}
         return None
     if not root.is_dir():
         return None
@@ -552,7 +567,7 @@ def _cifar_members(root: Path) -> tuple[str, dict[str, bytes]] | None:
         if all((root / n).is_file() for n in names):
             for n in names:
                 _batch_size_ok((root / n).stat().st_size, str(root / n))
-            return kind, {n: (root / n).read_bytes() for n in names}
+            return kind, {n: (root / n).read_bytes() if read else b"" for n in names}
     return None
 
 
@@ -567,7 +582,7 @@ def load_cifar10_dir(path: str | os.PathLike) -> Dataset:
     ``cifar-10-python.tar.gz`` (read without extracting)."""
     p = Path(path).expanduser()
     for cand in _cifar_candidates(p) if p.is_dir() else [p]:
-        if _cifar_members(cand) is not None:
+        if _cifar_members(cand, read=False) is not None:
             return _load_cifar_cached(str(cand.resolve()))
     raise DatasetNotFoundError(f"{p}: no CIFAR-10 batches (data_batch_1..5[.bin], test_batch[.bin]) or "
                                f"{' / '.join(_CIFAR_TARBALLS)}", [str(c) for c in _cifar_candidates(p)])
@@ -802,7 +817,7 @@ def _try_raw(name: str, d: Path, label: str, searched: list) -> Dataset | None:
     what = "IDX files" if name != "cifar10" else "CIFAR-10 batches / tarball"
     for cand in _raw_candidates(name, d):
         if name == "cifar10":
-            if _cifar_members(cand) is not None:
+            if _cifar_members(cand, read=False) is not None:
                 return _load_cifar_cached(str(cand.resolve()))
         elif _find_idx_files(cand) is not None:
             return _load_idx_cached(str(cand.resolve()), name)

@@ -567,3 +567,37 @@ def test_bad_float_images_are_blamed_on_the_images_file(isolated, value, needle,
         D.load_idx_dir(d)
     assert "labels" not in str(err.value)
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+def test_a_tarball_that_unpacks_past_the_cap_is_refused_as_it_is_walked(isolated, monkeypatch):
+    """A small .tar.gz whose first member unpacks to more than the cap (lowered here to
+    1 MB; the same holds for 1 GiB) is refused at that member's header, before its bytes
+    or any later member are unpacked; under the cap the same archive loads."""
+    src = isolated / "src"
+    truth = _write_batches(src, "bin")
+    dl = isolated / "dl"
+    dl.mkdir()
+    zeros = isolated / "zeros.bin"
+    zeros.write_bytes(b"\0" * (3 << 20))
+    with tarfile.open(dl / "cifar-10-binary.tar.gz", "w:gz") as tar:
+        tar.add(zeros, arcname="cifar-10-batches-bin/padding.bin")
+        for name in BATCHES:
+            tar.add(src / f"{name}.bin", arcname=f"cifar-10-batches-bin/{name}.bin")
+    assert (dl / "cifar-10-binary.tar.gz").stat().st_size < 100_000
+    monkeypatch.setenv("ECL_JAX_MAX_DATA_BYTES", str(1 << 20))
+    reads = []
+    real_extract = tarfile.TarFile.extractfile
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda self, m: reads.append(m.name) or real_extract(self, m))
+    with pytest.raises(DataError, match=r"cifar-10-binary\.tar\.gz: member 'cifar-10-batches-bin/padding\.bin' ends "
+                                        r"([\d,]+) bytes into the unpacked archive, past the 1,048,576 bytes.*"
+                                        r"ECL_JAX_MAX_DATA_BYTES=(\d+)") as err:
+        D.load_cifar10_dir(dl / "cifar-10-binary.tar.gz")
+    import re
+
+    said, limit = re.search(r"ends ([\d,]+) bytes.*=(\d+)\)", str(err.value)).groups()
+    assert int(said.replace(",", "")) == int(limit) and (3 << 20) < int(limit) < (3 << 20) + 4096  # data + headers
+    assert reads == []
+    monkeypatch.setenv("ECL_JAX_MAX_DATA_BYTES", str(8 << 20))
+    D._load_cifar_cached.cache_clear()
+    _check_cifar(D.load_cifar10_dir(dl / "cifar-10-binary.tar.gz"), *truth)
+    assert len(reads) == len(BATCHES)  # each batch read once, as the walk passed it
