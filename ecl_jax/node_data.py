@@ -43,8 +43,8 @@ class NodeData(NamedTuple):
         The leading (node) axes of x, y and count must agree, x and y must hold the same
         number M of rows per node, every ``count[i]`` must be an integer in 1..M, x and y
         must hold numbers (not booleans), and every valid row must be finite (a NaN or
-        inf would only surface as NaN losses many steps later). Nothing is checked when a leaf is a tracer (inside ``jit`` / ``vmap``); the count
-        values only when they are concrete. Raises :class:`~ecl_jax.errors.DataError` (a
+        inf would only surface as NaN losses many steps later). Nothing is checked when a
+        leaf is a tracer (inside ``jit`` / ``vmap``); the values only when concrete. Raises :class:`~ecl_jax.errors.DataError` (a
         ``ValueError``) naming the node and the value.
         """
         if any(isinstance(a, jax.core.Tracer) for a in self):
@@ -63,8 +63,7 @@ class NodeData(NamedTuple):
             raise DataError(f"NodeData: x has M={m} rows per node but y has {shapes['y'][1]}; "
                             f"x [N, M, ...] and y [N, M, ...] must be padded to the same M")
         count = self.count
-        concrete = not isinstance(count, jax.ShapeDtypeStruct) and getattr(count, "is_fully_addressable", True)
-        values = np.asarray(count) if concrete else None
+        values = np.asarray(count) if _concrete(count) else None
         dtype = np.dtype(values.dtype if values is not None else count.dtype)
         if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
             raise DataError(f"NodeData.count must hold integers (the number of valid rows of each node), "
@@ -86,6 +85,7 @@ class NodeData(NamedTuple):
 
 
 def _concrete(a) -> bool:
+    """A leaf whose values this process can read (not abstract, traced or partly on other hosts)."""
     return not isinstance(a, (jax.ShapeDtypeStruct, jax.core.Tracer)) and getattr(a, "is_fully_addressable", True)
 
 

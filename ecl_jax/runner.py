@@ -383,7 +383,7 @@ def _finished_read_only(plan: _RunPlan, err: OSError, quiet: bool) -> RunResult 
         print(f"note: {plan.run_dir} cannot be written ({os.strerror(err.errno).lower()}); the run is finished, so "
               "its results are read from its checkpoints and no file is rewritten", file=sys.stderr)
     plots = [p for p in (plan.run_dir / f"{k}.png" for k in ("accuracy", "loss", "consensus")) if p.is_file()]
-    return RunResult(plan.run_dir, histories, {k: h[-1] for k, h in histories.items() if h}, plots)
+    return RunResult(plan.run_dir, histories, _last_points(histories), plots)
 
 
 def _refuse_foreign_folder(run_dir: pathlib.Path, fresh: bool) -> None:
@@ -535,9 +535,14 @@ def _finish(plan: _RunPlan, histories: dict[str, list[dict]]) -> RunResult:
     write_metrics_csv(run_dir / "metrics.csv", histories, config.n_nodes)
     plots = plotting.plot_run(run_dir, histories, title=_title(config, plan.topology), x_axis=config.x_axis,
                               published=config.published, published_note=config.published_note)
-    final = {k: h[-1] for k, h in histories.items() if h}
+    final = _last_points(histories)
     records.write_final(run_dir / "final.json", final)
     return RunResult(run_dir, histories, final, plots)
+
+
+def _last_points(histories: dict[str, list[dict]]) -> dict[str, dict]:
+    """Each algorithm's last metric point (what final.json and the printed table show)."""
+    return {k: h[-1] for k, h in histories.items() if h}
 
 
 def _title(config: RunConfig, topology) -> str:
