@@ -18,7 +18,10 @@ _SUBMODULES = ("algorithms", "graph_ops", "masks", "topology")
 _NAMES = {
     "ecl_jax.algorithms": ("Algorithm", "centralized", "dsgd", "ecl", "ecl_admm", "ecl_isvr", "ecl_pdmm", "gossip",
                            "gradient_tracking", "local_sgd", "pairwise_gossip"),
-    "ecl_jax.engine": ("Carry", "Engine", "ExecutionPlan", "consensus_distance", "mean_params"),
+    "ecl_jax.engine": ("Carry", "Engine"),
+    "ecl_jax.execution": ("ExecutionPlan",),
+    "ecl_jax.metrics": ("consensus_distance", "mean_params"),
+    "ecl_jax.participation": ("Participation", "step_keys"),
     "ecl_jax.node_data": ("NodeData", "stack_node_data"),
     "ecl_jax.topology": ("Topology", "TopologyError"),
 }
@@ -45,7 +48,8 @@ __all__ = [
     "algorithms", "graph_ops", "masks", "topology", "tuning",
     "Algorithm", "centralized", "dsgd", "ecl", "ecl_admm", "ecl_isvr", "ecl_pdmm", "gossip",
     "gradient_tracking", "local_sgd", "pairwise_gossip",
-    "Carry", "Engine", "ExecutionPlan", "NodeData", "consensus_distance", "mean_params", "stack_node_data",
+    "Carry", "Engine", "ExecutionPlan", "NodeData", "Participation", "consensus_distance", "mean_params",
+    "stack_node_data", "step_keys",
     "Topology", "TopologyError",
     "__version__",
 ]

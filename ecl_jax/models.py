@@ -62,6 +62,7 @@ __all__ = [
     "param_count",
     "sq_norm",
     "max_pool",
+    "mixed_precision",
 ]
 
 Params = Any
@@ -453,6 +454,29 @@ def _logits(model: nn.Module, params, x, rng=None):
 def sq_norm(params) -> jax.Array:
     """||params||^2 over all leaves."""
     return sum(jnp.sum(jnp.square(w)) for w in jax.tree_util.tree_leaves(params))
+
+
+def mixed_precision(loss_fn: Callable[..., jax.Array], compute_dtype: Any = jnp.bfloat16) -> Callable[..., jax.Array]:
+    """Mixed precision: run ``loss_fn`` with float params and inputs cast to
+    ``compute_dtype`` (bfloat16 by default); losses come back as float32.
+
+    Params, gradients (the cast's transpose returns them in the params' dtype) and all
+    algorithm state stay float32, so only the forward/backward pass is low precision::
+
+        Engine(algorithm, topology, mixed_precision(loss_fn), ...)
+    """
+    dt = jnp.dtype(compute_dtype)
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(f"compute_dtype must be a floating dtype such as bfloat16, got {compute_dtype!r}")
+
+    def cast(a):
+        return a.astype(dt) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
+
+    def wrapped(params, x, y, rng=None):
+        losses = loss_fn(jax.tree_util.tree_map(cast, params), cast(x), y, rng)
+        return losses.astype(jnp.float32)
+
+    return wrapped
 
 
 def classification_loss(model: nn.Module, l2: float = 0.0) -> Callable:

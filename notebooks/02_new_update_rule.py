@@ -81,6 +81,7 @@ from ecl_jax import datasets, masks, models, partition, topology
 from ecl_jax import graph_ops as gops
 from ecl_jax.algorithms import Algorithm, ecl_pdmm, for_each_node
 from ecl_jax.duals import EdgeDuals
+from ecl_jax.participation import Participation, step_keys
 
 
 # %%
@@ -133,14 +134,16 @@ reference = ecl_pdmm(lr=0.1, eta=1.0)
 candidate = ecl_pdmm_heavy_ball(lr=0.1, eta=1.0, beta=0.0)
 step_ref = jax.jit(lambda s, g, e, n: reference.step(s, g, topo, e, n))
 step_new = jax.jit(lambda s, g, e, n: candidate.step(s, g, topo, e, n))
-edge_schedule, node_schedule = masks.BernoulliEdges(K=4), masks.BernoulliNodes(p=0.7)
+participation = Participation(topo, masks.BernoulliEdges(K=4), masks.BernoulliNodes(p=0.7))  # who takes part
+key = jax.random.PRNGKey(100)
+clocks = participation.init(key)
 
 s_ref, s_new = reference.init(w_init, topo), candidate.init(w_init, topo)
 max_diff = 0.0
 for t in range(30):
     grads = random_like(w_init)
-    k_edge, k_node = jax.random.split(jax.random.PRNGKey(100 + t))
-    e, n = edge_schedule(k_edge, t, topo), node_schedule(k_node, t, N)
+    clocks, who = participation.draw(clocks, step_keys(key, t), t)  # the masks an engine run with `key` draws
+    e, n = who.edge_active, who.node_active
     s_ref, s_new = step_ref(s_ref, grads, e, n), step_new(s_new, grads, e, n)
     for a, b in zip(jax.tree_util.tree_leaves((s_ref.params, s_ref.duals.directed())),
                     jax.tree_util.tree_leaves((s_new.params, s_new.duals.directed()))):

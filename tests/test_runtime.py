@@ -5,13 +5,16 @@ each node's realised steps per tick match its speed; a paused node keeps its mod
 optimiser state while its received copies / duals update (ECL, DSGD, pairwise gossip; in
 gradient tracking and D-PSGD the Metropolis-Hastings mixing averages every answering node) (checked against the per-node
 float64 reference fed the same masks); the KDD20 round robin and the ICML21 slots count
-each node's own steps; the clocks are part of the carry, so a resumed run is the same run.
+each node's own steps; the clocks are part of the carry, so a resumed run is the same run; the stability analysis
+draws the engine's masks draw for draw.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import pathlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +26,9 @@ from ecl_jax import engine as eng
 from ecl_jax import masks as mk
 from ecl_jax import runtime as rt
 from ecl_jax import topology as tp
-from ecl_jax.algorithms import dsgd, ecl_isvr, ecl_pdmm, gossip, gradient_tracking, pairwise_gossip
+from ecl_jax.algorithms import Algorithm, dsgd, ecl_isvr, ecl_pdmm, gossip, gradient_tracking, pairwise_gossip
 from ecl_jax.config import load_config
+from ecl_jax.participation import Participation
 from ecl_jax.registry import build_algorithm, build_topology
 
 N, P = 6, 3
@@ -132,17 +136,66 @@ def test_failed_nodes_neither_compute_nor_answer_and_their_clock_stands_still():
 
 
 def _masks_from_runtime(topo, runtime, schedule, ticks, seed):
-    """Per-tick edge masks and (computes, answers) pairs drawn the way the engine draws them."""
-    def body(clocks, t):
-        k_edge, k_node = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), t))
-        clocks, tick = runtime.tick(clocks, k_node)
-        edge = mk.edges_on_clocks(schedule, k_edge, t, tick.own_step, tick.computes, topo)
-        return clocks, (edge, tick.computes, tick.answers)
-
-    _, (e, c, a) = jax.jit(lambda: jax.lax.scan(body, runtime.init(topo.n_nodes, jax.random.PRNGKey(seed)),
-                                                jnp.arange(ticks)))()
-    e, c, a = np.asarray(e), np.asarray(c), np.asarray(a)
+    """Per-tick edge masks and (computes, answers) pairs of a run with key PRNGKey(seed): the
+    engine's own draws (Participation.along)."""
+    _, who = jax.jit(lambda k: Participation(topo, schedule, runtime=runtime).along(k, ticks))(jax.random.PRNGKey(seed))
+    e, c, a = np.asarray(who.edge_active), np.asarray(who.node_active.computes), np.asarray(who.node_active.answers)
     return e, [(ci, ai) for ci, ai in zip(c, a)]
+
+
+class _Log(NamedTuple):
+    params: jax.Array
+    edges: jax.Array
+    computes: jax.Array
+    answers: jax.Array
+    count: jax.Array
+
+
+def _mask_recorder(steps: int) -> Algorithm:
+    """A rule that trains nothing and writes each step's masks into its state."""
+    def init(params, topo):
+        return _Log(params, jnp.zeros((steps, topo.n_edges), bool), jnp.zeros((steps, topo.n_nodes), bool),
+                    jnp.zeros((steps, topo.n_nodes), bool), jnp.zeros((), jnp.int32))
+
+    def step(state, grads, topo, edge_active, node_active):
+        t = state.count
+        return _Log(state.params, state.edges.at[t].set(edge_active),
+                    state.computes.at[t].set(mk.computes(node_active)), state.answers.at[t].set(mk.answers(node_active)),
+                    t + 1)
+
+    return Algorithm("recorder", init, step, lambda s: s.params)
+
+
+def _stability_script():
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "analysis" / "kdd20_consensus_stability.py"
+    spec = importlib.util.spec_from_file_location("kdd20_consensus_stability", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("schedule, runtime", [
+    ("round_robin:interval=6,offsets=5/1/3", "free:jitter=0.1,phase=random,stragglers=1,straggler_speed=0.9"),
+    ("bernoulli:K=6", "lockstep"),
+    ("bernoulli:K=3", "free:speed=0.7,jitter=0.3,fail=0.1"),
+])
+def test_the_stability_analysis_draws_the_engines_masks_draw_for_draw(schedule, runtime):
+    """experiments/analysis/kdd20_consensus_stability.py draws its masks through the same
+    Participation as the engine: a run with the same key sees the same masks at every step."""
+    steps, key = 120, jax.random.PRNGKey(3)
+    topo = tp.complete(3)
+    engine = eng.Engine(_mask_recorder(steps), topo, _sq_loss, batch_size=1, eval_every=40, train_metrics=False,
+                        edge_schedule=mk.edge_schedule_from_string(schedule), runtime=rt.runtime_from_string(runtime, 3))
+    data = eng.NodeData(np.zeros((3, 1, P), np.float32), np.zeros((3, 1), np.float32), np.ones(3, np.int32))
+    carry, _ = engine.run(np.zeros((3, P), np.float32), data, steps, key)
+    who = _stability_script().participants(schedule, runtime, topo, key, steps)
+    node = who.node_active
+    computes = node.computes if isinstance(node, mk.Activity) else node
+    answers = node.answers if isinstance(node, mk.Activity) else node
+    np.testing.assert_array_equal(np.asarray(carry.state.edges), np.asarray(who.edge_active))
+    np.testing.assert_array_equal(np.asarray(carry.state.computes), np.asarray(computes))
+    np.testing.assert_array_equal(np.asarray(carry.state.answers), np.asarray(answers))
+    assert 0 < np.asarray(who.edge_active).sum() < who.edge_active.size  # the masks are not trivial
 
 
 @pytest.mark.parametrize("case", ["pdmm", "isvr_code_pdmm", "kdd_code", "dsgd", "dsgd_momentum", "pairwise_gossip",

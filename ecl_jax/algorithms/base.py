@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 
 from ecl_jax.layouts import expand
-from ecl_jax.masks import Activity, computes
+from ecl_jax.masks import computes
+from ecl_jax.participation import check_masks
 from ecl_jax.topology import Topology
 
 Params = Any
@@ -136,12 +136,3 @@ def check_node_stacked(params: Params, topology: Topology, what: str = "params")
                 f"{what} leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}; "
                 f"every leaf needs the node axis first, of size N={topology.n_nodes}"
             )
-
-
-def check_masks(topology: Topology, edge_active: jax.Array, node_active) -> None:
-    """Shape/dtype asserts for the masks at the step boundary (``node_active``: a bool [N]
-    mask or a :class:`~ecl_jax.masks.Activity` of two)."""
-    nodes = list(node_active) if isinstance(node_active, Activity) else [node_active]
-    chex.assert_shape(edge_active, (topology.n_edges,))
-    chex.assert_shape(nodes, (topology.n_nodes,))
-    chex.assert_type([edge_active] + nodes, bool)

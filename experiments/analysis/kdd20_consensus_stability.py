@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from ecl_jax import masks  # noqa: E402
 from ecl_jax.config import load_config  # noqa: E402
-from ecl_jax.masks import Activity, edges_on_clocks  # noqa: E402
+from ecl_jax.participation import Participation  # noqa: E402
 from ecl_jax.registry import build_algorithm, build_topology  # noqa: E402
 from ecl_jax.runtime import runtime_from_string  # noqa: E402
 
@@ -81,6 +81,16 @@ def _group(path) -> str:
     return next(p.key for p in reversed(path) if isinstance(p, jax.tree_util.DictKey))
 
 
+def participants(schedule: str, runtime: str, topology, key: jax.Array, steps: int):
+    """The participants (edge masks [T, E], node masks, own steps) of steps 0 .. steps - 1 of a run
+    with ``key`` under ``schedule`` and ``runtime``: the engine's own draws
+    (:meth:`ecl_jax.participation.Participation.along`, tests/test_runtime.py checks it)."""
+    part = Participation(topology, masks.edge_schedule_from_string(schedule),
+                         runtime=runtime_from_string(runtime, topology.n_nodes))
+    _, who = jax.jit(lambda k: part.along(k, steps))(key)
+    return who
+
+
 def growth(algorithm: str, schedule: str, runtime: str, scales, steps: int, seed: int = 0) -> np.ndarray:
     """Growth per step, exp(top Lyapunov exponent), of the zero-gradient step map for each scale.
 
@@ -91,9 +101,8 @@ def growth(algorithm: str, schedule: str, runtime: str, scales, steps: int, seed
     config = kdd_config(schedule, runtime, algorithm)
     alg, topo = build_algorithm(algorithm, config), build_topology(config)
     n = topo.n_nodes
-    sched = masks.edge_schedule_from_string(schedule)
-    rt = runtime_from_string(runtime, n)
     key = jax.random.PRNGKey(seed)
+    who = participants(schedule, runtime, topo, key, steps)  # what a run with this key draws
     params = scale_params(scales, n, key)
     state = alg.init(params, topo)
     # a random start for every float leaf (duals and received copies too), not only the models
@@ -114,22 +123,17 @@ def growth(algorithm: str, schedule: str, runtime: str, scales, steps: int, seed
     def renormalise(st, r: dict):
         return jax.tree_util.tree_map_with_path(lambda p, a: a / r[_group(p)] if a.dtype == jnp.float32 else a, st)
 
-    def body(carry, t):
-        st, clk, log_sum = carry
-        k_edge, k_node = jax.random.split(jax.random.fold_in(key, t))
-        if rt is None:
-            edge_active, node_active = sched(k_edge, t, topo), jnp.ones((n,), bool)
-        else:
-            clk, tick = rt.tick(clk, k_node)
-            edge_active = edges_on_clocks(sched, k_edge, t, tick.own_step, tick.computes, topo)
-            node_active = Activity(tick.computes, tick.answers)
+    def body(carry, step):
+        st, log_sum = carry
+        t, edge_active, node_active = step
         st = alg.step(st, zeros, topo, edge_active, node_active)  # zero gradients: the consensus part
         r = norms(st)
         logs = jnp.stack([jnp.log(r[k]) for k in names])
-        return (renormalise(st, r), clk, log_sum + jnp.where(t >= steps // 2, logs, 0.0)), None
+        return (renormalise(st, r), log_sum + jnp.where(t >= steps // 2, logs, 0.0)), None
 
-    carry0 = (renormalise(state, norms(state)), rt.init(n, key) if rt is not None else None, jnp.zeros(len(names)))
-    (_, _, log_sum), _ = jax.jit(lambda c: jax.lax.scan(body, c, jnp.arange(steps)))(carry0)
+    carry0 = (renormalise(state, norms(state)), jnp.zeros(len(names)))
+    xs = (jnp.arange(steps), who.edge_active, who.node_active)
+    (_, log_sum), _ = jax.jit(lambda c, xs: jax.lax.scan(body, c, xs))(carry0, xs)
     return np.exp(np.asarray(log_sum) / (steps - steps // 2))
 
 
