@@ -1,6 +1,8 @@
 """Node <-> edge data movement on a :class:`~ecl_jax.topology.Topology`.
 
-The only primitives the algorithms use to communicate. Each works on one array leaf whose
+The one route from a rule to the layout: every algorithm, built-in or a user's, moves
+values between nodes and edges through these functions (and ECL's duals through
+:class:`~ecl_jax.duals.EdgeDuals`), never through ``topology.layout`` itself. Each works on one array leaf whose
 leading axes are the node axis [N, ...] or the layout's edge axes
 (``topology.edge_state_shape``), and a ``tree_`` variant maps it over a pytree. How the
 values move (static rolls, gathers, slot sums, segment sums) is the topology's layout's
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 
 from ecl_jax.layouts import expand
-from ecl_jax.masks import answers
+from ecl_jax.masks import answers, computes
+from ecl_jax.participation import check_masks
 from ecl_jax.topology import Topology
 
 __all__ = [
@@ -26,6 +30,8 @@ __all__ = [
     "neighbor_values",
     "reverse",
     "sum_edges",
+    "refresh_received",
+    "keep_inactive_edges",
     "edge_weights",
     "expand",
     "tree_broadcast_to_edges",
@@ -44,9 +50,14 @@ def exchanging_edges(topology: Topology, edge_active: jax.Array, node_active=Non
     """Per-undirected-edge mask [E] of the edges that exchange: drawn by the edge schedule and,
     with ``node_active`` (a bool [N] mask or a :class:`~ecl_jax.masks.Activity`), with both
     ends answering (a node with a False mask neither computes nor communicates; a paused node
-    of an ``Activity`` still answers)."""
-    edge_active = jnp.asarray(edge_active, bool)
+    of an ``Activity`` still answers). The masks' shapes and dtypes are checked here, so a rule
+    that exchanges needs no checks of its own."""
     if node_active is not None:
+        check_masks(topology, edge_active, node_active)
+    edge_active = jnp.asarray(edge_active, bool)
+    if node_active is None:
+        chex.assert_shape(edge_active, (topology.n_edges,))
+    else:
         node_active = jnp.asarray(answers(node_active), bool)
         e = jnp.asarray(topology.edges)
         edge_active = edge_active & node_active[e[:, 0]] & node_active[e[:, 1]]
@@ -81,6 +92,23 @@ def sum_edges(topology: Topology, e: jax.Array, weights: jax.Array | None = None
     mask is used.
     """
     return topology.layout.sum_edges(e, weights)
+
+
+def keep_inactive_edges(topology: Topology, new, old, node_active):
+    """Per directed edge i|j: ``new`` where node i computes this step, ``old`` where it does not
+    (trees in the edge layout; ``node_active`` bool [N] or an :class:`~ecl_jax.masks.Activity`):
+    the edge variables a node holds change only with its own step."""
+    on = broadcast_to_edges(topology, computes(node_active))
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(expand(on, n), n, o), new, old)
+
+
+def refresh_received(topology: Topology, received, params, exchanging: jax.Array):
+    """w_j^recv <- w_j on every directed edge i|j whose undirected edge is in ``exchanging`` [E]
+    (e.g. :func:`exchanging_edges`), the old copy elsewhere: the received neighbour models
+    (a tree in the edge layout) after a step's swaps, from the new models ``params`` [N, ...]."""
+    on = topology.layout.edge_mask(exchanging)
+    return jax.tree_util.tree_map(lambda r, w: jnp.where(expand(on, r), neighbor_values(topology, w), r),
+                                  received, params)
 
 
 def _tree(fn):

@@ -60,3 +60,64 @@ def test_notebook_rule_runs_on_the_primitives_and_reduces_to_ecl_pdmm():
         s_hb, s_ref = hb.step(s_hb, g, topo, e, m), ref.step(s_ref, g, topo, e, m)
     for a, b in zip(jax.tree_util.tree_leaves((s_hb.params, s_hb.duals)), jax.tree_util.tree_leaves((s_ref.params, s_ref.duals))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------ masks in the primitives
+def _rules():
+    from ecl_jax.algorithms import centralized, dsgd, ecl_admm, gossip, gradient_tracking, local_sgd, pairwise_gossip
+
+    return {"ecl-pdmm": ecl_pdmm(0.1), "ecl-admm (KDD20 code)": ecl_admm(0.1, rho=0.1, theta=1.0, dual_smoothing=True),
+            "gossip": gossip(0.1), "pairwise-gossip": pairwise_gossip(0.1), "dsgd": dsgd(0.1),
+            "gradient-tracking": gradient_tracking(0.1), "local": local_sgd(0.1), "centralized": centralized(0.1)}
+
+
+@pytest.mark.parametrize("name", sorted(_rules()))
+def test_every_rule_has_its_node_mask_checked_by_the_primitives(name):
+    """No rule checks masks itself (none calls check_masks); the primitives it is written with
+    do: a node mask of the wrong length or dtype is refused inside every rule's step."""
+    import inspect
+
+    from ecl_jax.algorithms import baselines, edge_consensus
+
+    for module in (baselines, edge_consensus):
+        assert "check_masks(" not in inspect.getsource(module)
+    topo = tp.ring(5)
+    alg = _rules()[name]
+    w = _tree(5, 0)
+    state = alg.init(w, topo)
+    edges, nodes = jnp.ones(topo.n_edges, bool), jnp.ones(5, bool)
+    alg.step(state, _tree(5, 1), topo, edges, nodes)  # right masks: fine
+    for bad in (jnp.ones(4, bool), jnp.ones(5, jnp.float32)):
+        with pytest.raises(AssertionError):
+            alg.step(state, _tree(5, 1), topo, edges, bad)
+
+
+@pytest.mark.parametrize("name", ["ecl-pdmm", "ecl-admm (KDD20 code)", "gossip", "pairwise-gossip", "dsgd",
+                                  "gradient-tracking"])
+def test_every_exchanging_rule_has_its_edge_mask_checked_by_the_primitives(name):
+    topo = tp.ring(5)
+    alg = _rules()[name]
+    state = alg.init(_tree(5, 0), topo)
+    with pytest.raises(AssertionError):
+        alg.step(state, _tree(5, 1), topo, jnp.ones(topo.n_edges + 1, bool), jnp.ones(5, bool))
+
+
+def test_a_users_rule_without_checks_of_its_own_gets_them():
+    """A rule written only with for_each_node and exchanging_edges refuses bad masks."""
+    from ecl_jax import graph_ops as gops
+
+    topo = tp.ring(4)
+
+    def step(w, g, edge_active, node_active):
+        new = for_each_node(lambda w, g: jax.tree_util.tree_map(lambda a, b: a - 0.1 * b, w, g), w, g,
+                            node_active=node_active, keep=w)
+        return new, gops.exchanging_edges(topo, edge_active, node_active)
+
+    w, g = _tree(4, 0), _tree(4, 1)
+    new, on = step(w, g, jnp.ones(topo.n_edges, bool), jnp.asarray([True, False, True, True]))
+    np.testing.assert_array_equal(np.asarray(on), [1 not in e for e in topo.edges.tolist()])  # node 1's edges closed
+    np.testing.assert_array_equal(new["k"][1], w["k"][1])  # node 1 kept its model
+    with pytest.raises(AssertionError):
+        step(w, g, jnp.ones(topo.n_edges, bool), jnp.ones(3, bool))
+    with pytest.raises(AssertionError):
+        step(w, g, jnp.ones(topo.n_edges - 1, bool), jnp.ones(4, bool))

@@ -16,8 +16,9 @@ with :class:`Algorithm` (see ``notebooks/02_new_update_rule``, docs/design.md).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Protocol
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -29,11 +30,38 @@ from ecl_jax.topology import Topology
 Params = Any
 State = Any
 
-__all__ = ["Algorithm", "keep_inactive", "for_each_node", "materialized", "check_node_stacked", "check_masks", "constant_dtype", "tree_constant_dtype"]
+__all__ = ["Algorithm", "InitFn", "StepFn", "NodeParamsFn", "keep_inactive", "for_each_node", "node_mean", "materialized", "check_node_stacked", "check_masks", "constant_dtype", "tree_constant_dtype"]
+
+
+class InitFn(Protocol):
+    """``init(params, topology) -> state``: the state of every node from node-stacked params [N, ...]."""
+
+    def __call__(self, params: Params, topology: Topology) -> State: ...
+
+
+class StepFn(Protocol):
+    """``step(state, grads, topology, edge_active, node_active) -> state``: one step of every node.
+
+    ``grads`` [N, ...] are the per-node gradients at ``node_params(state)``; ``edge_active``
+    bool [E] the edges the schedule opens; ``node_active`` bool [N] or an
+    :class:`~ecl_jax.masks.Activity`. A rule passes the masks on to the primitives
+    (:func:`for_each_node`, :func:`~ecl_jax.graph_ops.exchanging_edges`,
+    :meth:`~ecl_jax.duals.EdgeDuals.exchange`), which check and apply them.
+    """
+
+    def __call__(self, state: State, grads: Params, topology: Topology, edge_active: jax.Array,
+                 node_active: Any) -> State: ...
+
+
+class NodeParamsFn(Protocol):
+    """``node_params(state) -> params [N, ...]``: the models the nodes evaluate."""
+
+    def __call__(self, state: State) -> Params: ...
 
 
 class Algorithm(NamedTuple):
-    """A decentralised training rule as pure functions.
+    """A decentralised training rule as pure functions (typed by :class:`InitFn`,
+    :class:`StepFn` and :class:`NodeParamsFn`, as optax types its pair).
 
     Attributes:
       name: short identifier used in logs and plots.
@@ -44,9 +72,9 @@ class Algorithm(NamedTuple):
     """
 
     name: str
-    init: Callable[[Params, Topology], State]
-    step: Callable[..., State]
-    node_params: Callable[[State], Params]
+    init: InitFn
+    step: StepFn
+    node_params: NodeParamsFn
     config: Any = None
 
 
@@ -105,8 +133,9 @@ def for_each_node(fn: Callable[..., Any], *args: Any, node_active: jax.Array | N
     """``vmap(fn)(*args)``: ``fn`` is ONE node's local update, written for unstacked arguments
     (its model, its gradient, its eta_i, ...); every leaf of ``args`` has the node axis first.
 
-    With ``node_active`` [N] and ``keep`` (a tree shaped like the result, e.g. the current
-    params), a node where ``node_active`` is False returns its ``keep`` leaves instead.
+    With ``node_active`` [N] (or an :class:`~ecl_jax.masks.Activity`: its ``computes``, checked
+    here to be bool [N]) and ``keep`` (a tree shaped like the result, e.g. the current params),
+    a node where ``node_active`` is False returns its ``keep`` leaves instead.
 
     The result is computed once into buffers of its own (:func:`materialized`): the exchange
     that reads it at other nodes' positions then neither recomputes it nor stops the duals
@@ -123,9 +152,29 @@ def for_each_node(fn: Callable[..., Any], *args: Any, node_active: jax.Array | N
         new = jax.vmap(fn)(*(lazy[i]() if i in lazy else next(given) for i in range(len(args))))
         return new if keep is None else keep_inactive(new, keep, active)
 
-    token = jax.tree_util.tree_leaves(arrays)[0].reshape(-1)[0]
-    active = jnp.ones((), bool) if node_active is None else computes(node_active)
+    leaves = jax.tree_util.tree_leaves(arrays)
+    token = leaves[0].reshape(-1)[0]
+    if node_active is None:
+        active = jnp.ones((), bool)
+    else:  # the node mask is checked here, at the rule's boundary
+        active = computes(node_active)
+        chex.assert_shape(active, (leaves[0].shape[0],))
+        chex.assert_type(active, bool)
     return materialized(local, active, keep, *arrays, token=token)
+
+
+def node_mean(tree: Any, node_active: Any) -> tuple[Any, jax.Array]:
+    """((1/|C|) sum_{i in C} x_i with a node axis of size 1 kept, |C|) for every leaf of ``tree``
+    [N, ...], C the nodes that compute (``node_active``: bool [N] or an
+    :class:`~ecl_jax.masks.Activity`, checked here); 0 where no node computes."""
+    active = computes(node_active)
+    leaves = jax.tree_util.tree_leaves(tree)
+    chex.assert_shape(active, (leaves[0].shape[0],) if leaves else (None,))
+    chex.assert_type(active, bool)
+    count = active.sum()  # integer: exact, cast to each leaf's dtype
+    mean = jax.tree_util.tree_map(
+        lambda g: jnp.where(expand(active, g), g, 0).sum(0, keepdims=True) / jnp.maximum(count, 1).astype(g.dtype), tree)
+    return mean, count
 
 
 def check_node_stacked(params: Params, topology: Topology, what: str = "params") -> None:

@@ -39,14 +39,12 @@ import optax
 from ecl_jax import graph_ops as gops
 from ecl_jax.algorithms.base import (
     Algorithm,
-    check_masks,
     check_node_stacked,
     constant_dtype,
     for_each_node,
-    keep_inactive,
+    node_mean,
     tree_constant_dtype,
 )
-from ecl_jax.masks import computes
 from ecl_jax.topology import Topology
 from ecl_jax.validation import is_number
 
@@ -136,11 +134,6 @@ def _sgd_step(tx):
     return local
 
 
-def _local_update(tx, params, grads, opt_state):
-    """:func:`_sgd_step` on every node (node-stacked params, gradients, optimiser state)."""
-    return jax.vmap(_sgd_step(tx))(params, grads, opt_state)
-
-
 def _init_opt(tx, params):
     return jax.vmap(tx.init)(params)
 
@@ -190,8 +183,6 @@ def gossip(lr: float | None = None, *, optimizer: optax.GradientTransformation |
         return OptState(params, _init_opt(tx, params))
 
     def step(state, grads, topology, edge_active, node_active):
-        check_masks(topology, edge_active, node_active)
-
         half, opt = for_each_node(_sgd_step(tx), state.params, grads, state.opt_state,
                                   node_active=node_active, keep=(state.params, state.opt_state))
         active = gops.edge_mask(topology, edge_active, node_active)
@@ -210,7 +201,6 @@ def _received_algorithm(name, tx, lr, combine):
         return ReceivedState(params, _init_opt(tx, params), gops.tree_neighbor_values(topology, params))
 
     def step(state, grads, topology, edge_active, node_active):
-        check_masks(topology, edge_active, node_active)
         own, weights = combine(topology, tree_constant_dtype(state.params))
         local = _sgd_step(tx)
 
@@ -221,13 +211,8 @@ def _received_algorithm(name, tx, lr, combine):
         mixed_received = lambda: jax.tree_util.tree_map(lambda r: gops.sum_edges(topology, r, weights), state.received)
         new, opt = for_each_node(update, state.params, grads, state.opt_state, own, mixed_received,
                                  node_active=node_active, keep=(state.params, state.opt_state))
-        active = gops.edge_mask(topology, edge_active, node_active)
-        received = jax.tree_util.tree_map(
-            lambda r, w: jnp.where(gops.expand(active, r), gops.neighbor_values(topology, w), r),
-            state.received,
-            new,
-        )
-        return ReceivedState(new, opt, received)
+        exchanging = gops.exchanging_edges(topology, edge_active, node_active)
+        return ReceivedState(new, opt, gops.refresh_received(topology, state.received, new, exchanging))
 
     return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
 
@@ -265,21 +250,19 @@ def gradient_tracking(lr: float | None = None, *, optimizer=None, name: str = "g
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
         return TrackingState(params, _init_opt(tx, params), zeros, zeros)
 
+    local = _sgd_step(tx)
+
     def step(state, grads, topology, edge_active, node_active):
-        check_masks(topology, edge_active, node_active)
-        tracker = jax.tree_util.tree_map(lambda q, g, gp: q + g - gp, state.mixed_tracker, grads, state.prev_grads)
-        half, opt = _local_update(tx, state.params, tracker, state.opt_state)
-        active = gops.edge_mask(topology, edge_active, node_active)
-        weights = _mh_weights(topology, active)
-        half = keep_inactive(half, state.params, node_active)
-        tracker = keep_inactive(tracker, state.mixed_tracker, node_active)
-        new = TrackingState(
-            _mix(topology, half, weights),
-            keep_inactive(opt, state.opt_state, node_active),
-            _mix(topology, tracker, weights),
-            keep_inactive(grads, state.prev_grads, node_active),
-        )
-        return new
+        def update(q, g, g_prev, w, opt):  # node i: y_t = W y_{t-1} + g_t - g_{t-1}, then its local step with y_t
+            y = jax.tree_util.tree_map(lambda a, b, c: a + b - c, q, g, g_prev)
+            w, opt = local(w, y, opt)
+            return w, y, opt, g
+
+        half, tracker, opt, prev = for_each_node(
+            update, state.mixed_tracker, grads, state.prev_grads, state.params, state.opt_state,
+            node_active=node_active, keep=(state.params, state.mixed_tracker, state.opt_state, state.prev_grads))
+        weights = _mh_weights(topology, gops.edge_mask(topology, edge_active, node_active))
+        return TrackingState(_mix(topology, half, weights), opt, _mix(topology, tracker, weights), prev)
 
     return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
 
@@ -293,9 +276,9 @@ def local_sgd(lr: float | None = None, *, optimizer=None, name: str = "local") -
         return OptState(params, _init_opt(tx, params))
 
     def step(state, grads, topology, edge_active, node_active):
-        check_masks(topology, edge_active, node_active)
-        new, opt = _local_update(tx, state.params, grads, state.opt_state)
-        return OptState(keep_inactive(new, state.params, node_active), keep_inactive(opt, state.opt_state, node_active))
+        new, opt = for_each_node(_sgd_step(tx), state.params, grads, state.opt_state,
+                                 node_active=node_active, keep=(state.params, state.opt_state))
+        return OptState(new, opt)
 
     return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
 
@@ -312,16 +295,11 @@ def centralized(lr: float | None = None, *, optimizer=None, name: str = "central
         return CentralState(one, _init_opt(tx, one), topology.n_nodes)
 
     def step(state, grads, topology, edge_active, node_active):
-        check_masks(topology, edge_active, node_active)
-        node_active = computes(node_active)
-        count = node_active.sum()  # integer: exact, cast to each leaf's dtype
-        mean = jax.tree_util.tree_map(
-            lambda g: jnp.where(gops.expand(node_active, g), g, 0).sum(0, keepdims=True) / jnp.maximum(count, 1).astype(g.dtype),
-            grads,
-        )
-        new, opt = _local_update(tx, state.params, mean, state.opt_state)
-        keep = (count > 0)[None]
-        return CentralState(keep_inactive(new, state.params, keep), keep_inactive(opt, state.opt_state, keep), state.n_nodes)
+        mean, count = node_mean(grads, node_active)  # (1/|C|) sum_{i in C} g_i, C the nodes that compute
+        # the one model is a node axis of size 1: it steps when some node computed
+        new, opt = for_each_node(_sgd_step(tx), state.params, mean, state.opt_state,
+                                 node_active=(count > 0)[None], keep=(state.params, state.opt_state))
+        return CentralState(new, opt, state.n_nodes)
 
     def node_params(state):
         return jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (state.n_nodes,) + w.shape[1:]), state.params)

@@ -46,10 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax import graph_ops as gops
-from ecl_jax.algorithms.base import Algorithm, check_masks, check_node_stacked, constant_dtype, for_each_node, keep_inactive
+from ecl_jax.algorithms.base import Algorithm, check_node_stacked, constant_dtype, for_each_node
 from ecl_jax.duals import EdgeDuals
-from ecl_jax.layouts import expand
-from ecl_jax.masks import computes
 from ecl_jax.topology import Topology
 from ecl_jax.validation import is_int
 
@@ -63,6 +61,7 @@ __all__ = [
     "fan_in_scales",
     "node_eta",
     "step_coefficients",
+    "LeafCoefficients",
 ]
 
 ETA_RULES = ("constant", "degree", "isvr_paper", "isvr_code")
@@ -174,16 +173,38 @@ def node_eta(
     return eta, rho, gcoef
 
 
-def step_coefficients(config: ECLConfig, topology: Topology, count: jax.Array, params: Any) -> dict:
-    """(mu, eta_i, rho_i, gcoef_i, |N(i)|), each [N], at step ``count`` for every constant dtype
-    of ``params``' leaves (by dtype name): a float64 leaf gets float64 constants, a float32
-    leaf float32 ones (:func:`~ecl_jax.algorithms.base.constant_dtype`)."""
-    out = {}
-    for dt in {constant_dtype(w.dtype) for w in jax.tree_util.tree_leaves(params)}:
-        lr = config.lr_at(count, dt)
-        eta, rho, gcoef = node_eta(config, topology, lr)
-        out[dt.name] = (jnp.full_like(eta, 1.0 / lr), eta, rho, gcoef, jnp.asarray(topology.degree, dt))
-    return out
+class LeafCoefficients(NamedTuple):
+    """One parameter leaf's step constants, each [N] in the leaf's dtype: mu = 1/lr, s eta_i,
+    s rho_i (s: the leaf's sqrt(fan_in) with ``fan_in_scaling``, else 1), gcoef_i, |N(i)|."""
+
+    mu: jax.Array
+    s_eta: jax.Array
+    s_rho: jax.Array
+    gcoef: jax.Array
+    degree: jax.Array
+
+
+def step_coefficients(config: ECLConfig, topology: Topology, count: jax.Array, params: Any) -> Any:
+    """A tree shaped like ``params`` holding each leaf's :class:`LeafCoefficients` at step
+    ``count``. The constants are computed in the leaf's constant dtype (float64 for a float64
+    leaf, float32 otherwise; :func:`~ecl_jax.algorithms.base.constant_dtype`), once per dtype,
+    then rounded to the leaf's dtype; s eta_i and s rho_i are formed in the leaf's dtype."""
+    per_dtype = {}
+
+    def constants(dt):
+        if dt not in per_dtype:
+            lr = config.lr_at(count, dt)
+            eta, rho, gcoef = node_eta(config, topology, lr)
+            per_dtype[dt] = (jnp.full_like(eta, 1.0 / lr), eta, rho, gcoef, jnp.asarray(topology.degree, dt))
+        return per_dtype[dt]
+
+    scales = fan_in_scales(params) if config.fan_in_scaling else None
+
+    def leaf(w, s=1.0):
+        mu, eta, rho, gcoef, deg = (v.astype(w.dtype) for v in constants(constant_dtype(w.dtype)))
+        return LeafCoefficients(mu, (s * eta).astype(w.dtype), (s * rho).astype(w.dtype), gcoef, deg)
+
+    return jax.tree_util.tree_map(leaf, params, *(() if scales is None else (scales,)))
 
 
 def fan_in_scales(params: Any, node_axis: bool = True) -> Any:
@@ -232,33 +253,25 @@ def ecl(config: ECLConfig) -> Algorithm:
         return ECLState(params, duals, zbar0, received, jnp.zeros((), jnp.int32))
 
     def step(state: ECLState, grads, topology: Topology, edge_active, node_active) -> ECLState:
-        check_masks(topology, edge_active, node_active)
-        coef = step_coefficients(config, topology, state.count, state.params)  # (mu, eta_i, rho_i, gcoef_i, |N(i)|)
-        scale = fan_in_scales(state.params) if config.fan_in_scaling else jax.tree_util.tree_map(lambda _: 1.0, state.params)
+        coef = step_coefficients(config, topology, state.count, state.params)  # per leaf: mu, s eta_i, s rho_i, gcoef_i, |N(i)|
         # zbar <- (zbar + z)/2 (the codes' dual smoothing, on directed values), else zbar = z
         zbar = (jax.tree_util.tree_map(lambda a, b: (a + b) / 2, state.smoothed_duals, state.duals.directed())
                 if smoothing else None)
         dual_sum = (lambda: gops.tree_sum_edges(topology, zbar, topology.edge_array("sign"))) if smoothing else state.duals.signed_sum
-        recv = (gops.tree_sum_edges(topology, state.received),) if use_rho else ()  # sum_j w_j^recv
+        recv = gops.tree_sum_edges(topology, state.received) if use_rho else None  # sum_j w_j^recv
 
-        def primal(w, g, a, coef, r=None):  # node i; a = sum_j A_{i|j} zbar_{i|j}
-            def leaf(w, g, a, s, r=None):  # w_i <- (mu w_i - gcoef_i g_i + s eta_i a + s rho_i r) / (mu + s |N(i)| (eta_i + rho_i))
-                mu, eta, rho, gcoef, deg = (v.astype(w.dtype) for v in coef[constant_dtype(w.dtype).name])
-                s_eta, s_rho = (s * eta).astype(w.dtype), (s * rho).astype(w.dtype)
-                num = w * mu - gcoef * g + s_eta * a + (0.0 if r is None else s_rho * r)
-                return num / (mu + deg * (s_eta + s_rho))
-            return jax.tree_util.tree_map(leaf, w, g, a, scale, *(() if r is None else (r,)))
+        def primal(w, g, a, c, r):  # node i; a = sum_j A_{i|j} zbar_{i|j}, r = sum_j w_j^recv (None without rho)
+            def leaf(w, g, a, c, r):  # w_i <- (mu w_i - gcoef_i g_i + s eta_i a + s rho_i r) / (mu + s |N(i)| (eta_i + rho_i))
+                num = w * c.mu - c.gcoef * g + c.s_eta * a + (0.0 if r is None else c.s_rho * r)
+                return num / (c.mu + c.degree * (c.s_eta + c.s_rho))
+            return jax.tree_util.tree_map(leaf, w, g, a, c, jax.tree_util.tree_map(lambda _: None, w) if r is None else r)
 
-        new_w = for_each_node(primal, state.params, grads, dual_sum, coef, *recv,
+        new_w = for_each_node(primal, state.params, grads, dual_sum, coef, recv,
                               node_active=node_active, keep=state.params)
         exchanging = gops.exchanging_edges(topology, edge_active, node_active)
         new_z = state.duals.exchange(new_w, exchanging, theta, node_active)  # z_{i|j} <- (1-theta) z_{i|j} + theta (z_{j|i} - 2 A_{j|i} w_j)
-        new_zbar = keep_inactive(zbar, state.smoothed_duals, gops.broadcast_to_edges(topology, computes(node_active))) if smoothing else None
-        new_recv = None
-        if use_rho:  # w_j^recv <- w_j on the edges that exchanged
-            on = topology.layout.edge_mask(exchanging)
-            new_recv = jax.tree_util.tree_map(
-                lambda r, w: jnp.where(expand(on, r), gops.neighbor_values(topology, w), r), state.received, new_w)
+        new_zbar = gops.keep_inactive_edges(topology, zbar, state.smoothed_duals, node_active) if smoothing else None
+        new_recv = gops.refresh_received(topology, state.received, new_w, exchanging) if use_rho else None  # w_j^recv <- w_j
         return ECLState(new_w, new_z, new_zbar, new_recv, state.count + 1)
 
     return Algorithm(config.name, init, step, lambda s: s.params, config)
