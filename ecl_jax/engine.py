@@ -127,13 +127,12 @@ class Engine:
     runtime: FreeRunning | None = None
     donate: bool = True
 
-    def __post_init__(self):  # every setting validated once, here (the parts by their own modules)
-        sampler = Sampler(self.batch_size, self.epoch_samples)
-        object.__setattr__(self, "batch_size", sampler.batch_size)
-        object.__setattr__(self, "epoch_samples", sampler.epoch_samples)
+    def __post_init__(self):  # every setting validated once, here; the cached properties keep the parts built
+        object.__setattr__(self, "batch_size", self.sampler.batch_size)
+        object.__setattr__(self, "epoch_samples", self.sampler.epoch_samples)
         object.__setattr__(self, "eval_every", check_int("eval_every", self.eval_every, minimum=1))
         check_settings(self.loop, self.node_grads)
-        Participation(self.topology, self.edge_schedule, self.node_schedule, self.runtime)
+        _ = self.participation  # built (so validated) now, not at the first step
         if not isinstance(self.donate, bool):
             raise ValueError(f"donate must be True or False, got {self.donate!r}")
 

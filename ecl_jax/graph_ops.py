@@ -52,16 +52,14 @@ def exchanging_edges(topology: Topology, edge_active: jax.Array, node_active=Non
     ends answering (a node with a False mask neither computes nor communicates; a paused node
     of an ``Activity`` still answers). The masks' shapes and dtypes are checked here, so a rule
     that exchanges needs no checks of its own."""
-    if node_active is not None:
-        check_masks(topology, edge_active, node_active)
-    edge_active = jnp.asarray(edge_active, bool)
     if node_active is None:
+        edge_active = jnp.asarray(edge_active, bool)
         chex.assert_shape(edge_active, (topology.n_edges,))
-    else:
-        node_active = jnp.asarray(answers(node_active), bool)
-        e = jnp.asarray(topology.edges)
-        edge_active = edge_active & node_active[e[:, 0]] & node_active[e[:, 1]]
-    return edge_active
+        return edge_active
+    check_masks(topology, edge_active, node_active)
+    node_active = jnp.asarray(answers(node_active), bool)
+    e = jnp.asarray(topology.edges)
+    return jnp.asarray(edge_active, bool) & node_active[e[:, 0]] & node_active[e[:, 1]]
 
 
 def edge_mask(topology: Topology, edge_active: jax.Array, node_active=None) -> jax.Array:

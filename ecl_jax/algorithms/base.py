@@ -129,6 +129,15 @@ def materialized(fn: Callable[..., Any], *args: Any, token: jax.Array) -> Any:
     return jax.lax.cond(jnp.asarray(token) >= 0, fn, fn, *args)
 
 
+def _computing(node_active: Any, n_nodes: int | None) -> jax.Array:
+    """The bool [N] mask of the nodes that compute (``node_active``: bool [N] or an
+    :class:`~ecl_jax.masks.Activity`), asserted to be bool of length ``n_nodes`` (None: any)."""
+    active = computes(node_active)
+    chex.assert_shape(active, (n_nodes,))
+    chex.assert_type(active, bool)
+    return active
+
+
 def for_each_node(fn: Callable[..., Any], *args: Any, node_active: jax.Array | None = None, keep: Any = None) -> Any:
     """``vmap(fn)(*args)``: ``fn`` is ONE node's local update, written for unstacked arguments
     (its model, its gradient, its eta_i, ...); every leaf of ``args`` has the node axis first.
@@ -157,9 +166,7 @@ def for_each_node(fn: Callable[..., Any], *args: Any, node_active: jax.Array | N
     if node_active is None:
         active = jnp.ones((), bool)
     else:  # the node mask is checked here, at the rule's boundary
-        active = computes(node_active)
-        chex.assert_shape(active, (leaves[0].shape[0],))
-        chex.assert_type(active, bool)
+        active = _computing(node_active, leaves[0].shape[0])
     return materialized(local, active, keep, *arrays, token=token)
 
 
@@ -167,10 +174,8 @@ def node_mean(tree: Any, node_active: Any) -> tuple[Any, jax.Array]:
     """((1/|C|) sum_{i in C} x_i with a node axis of size 1 kept, |C|) for every leaf of ``tree``
     [N, ...], C the nodes that compute (``node_active``: bool [N] or an
     :class:`~ecl_jax.masks.Activity`, checked here); 0 where no node computes."""
-    active = computes(node_active)
     leaves = jax.tree_util.tree_leaves(tree)
-    chex.assert_shape(active, (leaves[0].shape[0],) if leaves else (None,))
-    chex.assert_type(active, bool)
+    active = _computing(node_active, leaves[0].shape[0] if leaves else None)
     count = active.sum()  # integer: exact, cast to each leaf's dtype
     mean = jax.tree_util.tree_map(
         lambda g: jnp.where(expand(active, g), g, 0).sum(0, keepdims=True) / jnp.maximum(count, 1).astype(g.dtype), tree)

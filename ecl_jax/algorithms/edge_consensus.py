@@ -261,10 +261,10 @@ def ecl(config: ECLConfig) -> Algorithm:
         recv = gops.tree_sum_edges(topology, state.received) if use_rho else None  # sum_j w_j^recv
 
         def primal(w, g, a, c, r):  # node i; a = sum_j A_{i|j} zbar_{i|j}, r = sum_j w_j^recv (None without rho)
-            def leaf(w, g, a, c, r):  # w_i <- (mu w_i - gcoef_i g_i + s eta_i a + s rho_i r) / (mu + s |N(i)| (eta_i + rho_i))
+            def leaf(w, g, a, c, r=None):  # w_i <- (mu w_i - gcoef_i g_i + s eta_i a + s rho_i r) / (mu + s |N(i)| (eta_i + rho_i))
                 num = w * c.mu - c.gcoef * g + c.s_eta * a + (0.0 if r is None else c.s_rho * r)
                 return num / (c.mu + c.degree * (c.s_eta + c.s_rho))
-            return jax.tree_util.tree_map(leaf, w, g, a, c, jax.tree_util.tree_map(lambda _: None, w) if r is None else r)
+            return jax.tree_util.tree_map(leaf, w, g, a, c, *(() if r is None else (r,)))
 
         new_w = for_each_node(primal, state.params, grads, dual_sum, coef, recv,
                               node_active=node_active, keep=state.params)
