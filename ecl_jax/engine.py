@@ -26,13 +26,12 @@ import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax.algorithms.base import Algorithm, tree_constant_dtype
-from ecl_jax.execution import UNROLL_MAX_NODES, ExecutionPlan, check_settings, has_convolutions, make_plan, node_gradients
+from ecl_jax.execution import UNROLL_MAX_NODES, ExecutionPlan, Executor, check_settings, make_plan, node_gradients
 from ecl_jax.masks import AllNodes, AlwaysEdges
 from ecl_jax.metrics import consensus_distance, mean_params, model_metrics
 from ecl_jax.models import mixed_precision
@@ -62,30 +61,6 @@ class Carry(NamedTuple):
     key: jax.Array
     clocks: Any = ()
     order: Any = ()
-
-
-def _spec_key(tree) -> tuple:
-    """Hashable (structure, shapes, dtypes) of a pytree of arrays."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((tuple(a.shape), a.dtype) if hasattr(a, "dtype") else (type(a), a) for a in leaves)
-
-
-def _abstract(a) -> jax.ShapeDtypeStruct:
-    """The shape and dtype of an array (or Python scalar), without reading its buffers."""
-    return jax.ShapeDtypeStruct(jnp.shape(a), a.dtype if hasattr(a, "dtype") else jnp.result_type(a))
-
-
-class _Compiled:
-    """An engine's compiled chunk, step and metrics functions (built once per engine, on first
-    use), how often the chunk or step was traced, and the convolution test per input shapes."""
-
-    def __init__(self, engine: "Engine"):
-        donate = (0,) if engine.donate else ()
-        self.traces = 0
-        self.convolutions: dict = {}
-        self.chunk = jax.jit(engine._chunk_impl, static_argnames=("plan",), donate_argnums=donate)
-        self.step = jax.jit(engine._step_impl, static_argnames=("plan",), donate_argnums=donate)
-        self.metrics = jax.jit(engine.metrics)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -147,14 +122,15 @@ class Engine:
         return Participation(self.topology, self.edge_schedule, self.node_schedule, self.runtime)
 
     @functools.cached_property
-    def _compiled(self) -> _Compiled:
-        return _Compiled(self)
+    def _executor(self) -> Executor:  # the compiled chunk, step and metrics, built on first use
+        return Executor(self._chunk_impl, self._step_impl, self.metrics, eval_every=self.eval_every,
+                        donate=self.donate)
 
     # ----------------------------------------------------------- public API
     @property
     def trace_count(self) -> int:
         """How many times the chunk (or, in a python loop, step) function was traced (= compiled) so far."""
-        return self._compiled.traces
+        return self._executor.traces
 
     def init(self, params, key: jax.Array) -> Carry:
         """Initial carry from node-stacked params and a PRNG key.
@@ -168,16 +144,8 @@ class Engine:
         return jax.tree_util.tree_map(jnp.copy, carry) if self.donate else carry
 
     def check_data(self, data: NodeData) -> NodeData:
-        """``data`` as device arrays, checked against the topology's N (:meth:`NodeData.validate`)."""
-        data = NodeData(*(jnp.asarray(a) for a in data))
-        n = self.topology.n_nodes
-        for name, a in zip(("x", "y", "count"), data):
-            if a.shape[0] != n:
-                raise ValueError(f"data.{name} has leading size {a.shape[0]}, expected N={n} nodes")
-        chex.assert_rank(data.count, 1)
-        if data.x.shape[1] != data.y.shape[1]:
-            raise ValueError(f"data.x has {data.x.shape[1]} rows per node but data.y has {data.y.shape[1]}")
-        return data.validate()
+        """``data`` as device arrays, checked against the topology's N (:meth:`NodeData.for_nodes`)."""
+        return NodeData(*data).for_nodes(self.topology.n_nodes)
 
     def plan(self, carry: Carry, data: NodeData) -> ExecutionPlan:
         """The :class:`~ecl_jax.execution.ExecutionPlan` :meth:`run_chunk` uses for this carry and data.
@@ -189,7 +157,10 @@ class Engine:
         ``data`` are read (the arrays may be donated already); the test is memoised on them.
         """
         backend = jax.default_backend()
-        conv = self._has_convolutions(carry, data) if self.loop == "auto" and backend == "cpu" else None
+        conv = None
+        if self.loop == "auto" and backend == "cpu":
+            conv = self._executor.has_convolutions(self.loss_fn, self.algorithm.node_params, carry.state,
+                                                   data.x, data.y, self.batch_size or data.x.shape[1])
         return make_plan(self.loop, self.node_grads, backend=backend, n_nodes=self.topology.n_nodes,
                          has_convolutions=conv)
 
@@ -202,65 +173,24 @@ class Engine:
         gives the optimised HLO (tests, experiments/bench.py). Lowering traces like a
         first call, so it counts in :attr:`trace_count` unless the call was traced already.
         """
-        plan = self.plan(carry, data)
         total = jnp.asarray(total_steps, jnp.int32)
-        if plan.loop == "scan":
-            return self._compiled.chunk.lower(carry, data, total, eval_data, plan=plan)
-        return self._compiled.step.lower(carry, data, total, plan=plan)
+        return self._executor.lower(self.plan(carry, data), carry, data, total, eval_data)
 
     def time_chunk(self, carry: Carry, data: NodeData, total_steps: int | jax.Array, eval_data=None, *,
                    steps: int = 2) -> float:
-        """Seconds one chunk (``eval_every`` steps and the metrics) takes, measured without changing the run.
-
-        Compiles what :meth:`run_chunk` runs (a later run finds it compiled: no second
-        compile), then times it on a copy of ``carry``: with a scan plan one whole chunk;
-        with a python plan one warm-up step, ``steps`` timed steps scaled to ``eval_every``,
-        and one metrics call. Costs one chunk (scan) or ``steps + 1`` steps (python) of
-        compute and a second copy of the carry while it runs. The runner uses it to say,
-        before a long run starts, how long it will take (docs/outputs.md#long-runs).
-        """
-        import time
-
+        """Seconds one chunk (``eval_every`` steps and the metrics) takes, timed on a copy of
+        ``carry`` (:meth:`~ecl_jax.execution.Executor.time`: a later run compiles nothing
+        more). The runner's estimate before a long run (docs/outputs.md#long-runs)."""
         steps = check_int("steps", steps, minimum=1)
-        plan = self.plan(carry, data)
         total = jnp.asarray(total_steps, jnp.int32)
-        copy = lambda c: jax.tree_util.tree_map(jnp.copy, c)
-        if plan.loop == "scan":
-            chunk = self._compiled.chunk.lower(carry, data, total, eval_data, plan=plan).compile()
-            t0 = time.perf_counter()
-            jax.block_until_ready(chunk(copy(carry), data, total, eval_data))
-            return time.perf_counter() - t0
-        c = jax.block_until_ready(self._compiled.step(copy(carry), data, total, plan=plan))  # compiles, warms up
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            c = self._compiled.step(c, data, total, plan=plan)
-        jax.block_until_ready(c)
-        per_step = (time.perf_counter() - t0) / steps
-        jax.block_until_ready(self._compiled.metrics(c, data, eval_data))  # compiles
-        t0 = time.perf_counter()
-        jax.block_until_ready(self._compiled.metrics(c, data, eval_data))
-        return per_step * self.eval_every + time.perf_counter() - t0
+        return self._executor.time(self.plan(carry, data), carry, data, total, eval_data, steps)
 
     def run_chunk(self, carry: Carry, data: NodeData, total_steps: int | jax.Array, eval_data=None, *,
                   plan: ExecutionPlan | None = None):
-        """Advance ``eval_every`` steps (stopping at ``total_steps``); return (carry, metrics).
-
-        Executes ``plan`` (default :meth:`plan` (carry, data); :meth:`run` computes it once
-        per run): one compiled ``lax.scan``, or a compiled step called from Python followed
-        by the compiled metrics.
-        """
+        """Advance ``eval_every`` steps (stopping at ``total_steps``); return (carry, metrics), by
+        ``plan`` (default :meth:`plan`; :meth:`run` computes it once per run)."""
         total = jnp.asarray(total_steps, jnp.int32)
-        if plan is None:
-            plan = self.plan(carry, data)
-        if plan.loop == "scan":
-            return self._compiled.chunk(carry, data, total, eval_data, plan=plan)
-        # The step bound is checked on the host (one sync per chunk), not with a lax.cond
-        # inside the compiled step: XLA:CPU runs a convolution inside a cond branch as
-        # slowly as inside a loop body (BENCHMARKS.md, "What changed in the code").
-        remaining = int(total) - int(carry.step)
-        for _ in range(min(self.eval_every, max(remaining, 0))):
-            carry = self._compiled.step(carry, data, total, plan=plan)
-        return carry, self._compiled.metrics(carry, data, eval_data)
+        return self._executor.run(self.plan(carry, data) if plan is None else plan, carry, data, total, eval_data)
 
     def run(
         self,
@@ -317,20 +247,6 @@ class Engine:
         return out
 
     # ------------------------------------------------------------ internals
-    def _has_convolutions(self, carry: Carry, data: NodeData) -> bool:
-        """Whether ``loss_fn`` on one node's abstract inputs contains a convolution (memoised)."""
-        memo = self._compiled.convolutions
-        key = _spec_key((carry.state, data.x, data.y))
-        if key not in memo:
-            state = jax.tree_util.tree_map(_abstract, carry.state)
-            params = jax.eval_shape(self.algorithm.node_params, state)
-            node0 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
-            rows = self.batch_size or data.x.shape[1]
-            x = jax.ShapeDtypeStruct((rows,) + tuple(data.x.shape[2:]), jnp.result_type(data.x))
-            y = jax.ShapeDtypeStruct((rows,) + tuple(data.y.shape[2:]), jnp.result_type(data.y))
-            memo[key] = has_convolutions(self.loss_fn, node0, x, y)
-        return memo[key]
-
     def _one_step(self, carry: Carry, data: NodeData, plan: ExecutionPlan) -> Carry:
         """One step: participants, minibatch, per-node gradients, the algorithm's step."""
         keys = step_keys(carry.key, carry.step)
@@ -345,12 +261,12 @@ class Engine:
 
     def _step_impl(self, carry: Carry, data: NodeData, total_steps: jax.Array, plan: ExecutionPlan) -> Carry:
         """One step (python loop plan; :meth:`run_chunk` stops at ``total_steps`` on the host)."""
-        self._compiled.traces += 1
+        self._executor.traces += 1
         return self._one_step(carry, data, plan)
 
     def _chunk_impl(self, carry: Carry, data: NodeData, total_steps: jax.Array, eval_data, plan: ExecutionPlan):
         """``eval_every`` steps as one ``lax.scan`` (steps past ``total_steps`` skipped), then the metrics."""
-        self._compiled.traces += 1
+        self._executor.traces += 1
 
         def body(c, _):
             c = jax.lax.cond(c.step < total_steps, lambda cc: self._one_step(cc, data, plan), lambda cc: cc, c)

@@ -9,18 +9,21 @@ Two choices, both pure functions of the settings, the backend, N and the model:
   vmapped convolution is a grouped one, several times slower on XLA:CPU).
 
 Whether the model has convolutions is read from the equations of one node's loss on
-abstract inputs (:func:`has_convolutions`), never from its printed text.
+abstract inputs (:func:`has_convolutions`), never from its printed text. An
+:class:`Executor` holds an engine's compiled functions and runs, lowers or times a chunk
+by a plan.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.extend as jex
 import jax.numpy as jnp
 
-__all__ = ["ExecutionPlan", "make_plan", "check_settings", "has_convolutions", "node_gradients",
+__all__ = ["ExecutionPlan", "Executor", "make_plan", "check_settings", "has_convolutions", "node_gradients",
            "UNROLL_MAX_NODES", "LOOPS", "NODE_GRADS"]
 
 UNROLL_MAX_NODES = 128
@@ -130,3 +133,91 @@ def node_gradients(loss_fn: Callable, params: Any, x: jax.Array, y: jax.Array, w
     take = lambda i: jax.tree_util.tree_map(lambda a: a[i], (params, x, y, w, rngs))
     per_node = [grad(*take(i)) for i in range(n)]
     return jax.tree_util.tree_map(lambda *g: jnp.stack(g), *per_node)
+
+
+def _spec_key(tree: Any) -> tuple:
+    """Hashable (structure, shapes, dtypes) of a pytree of arrays."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((tuple(a.shape), a.dtype) if hasattr(a, "dtype") else (type(a), a) for a in leaves)
+
+
+def _abstract(a: Any) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of an array (or Python scalar), without reading its buffers."""
+    return jax.ShapeDtypeStruct(jnp.shape(a), a.dtype if hasattr(a, "dtype") else jnp.result_type(a))
+
+
+class Executor:
+    """Runs chunks by a plan: an engine's compiled chunk, step and metrics functions (jitted
+    once, on construction), how often the chunk or step was traced (the engine's ``_impl``
+    functions count it) and the convolution test memoised per input shapes.
+
+    ``chunk_fn(carry, data, total, eval_data, plan) -> (carry, metrics)`` is ``eval_every``
+    steps as one ``lax.scan``; ``step_fn(carry, data, total, plan) -> carry`` one step;
+    ``metrics_fn(carry, data, eval_data) -> dict``. With ``donate`` the chunk and the step
+    consume the carry they are given.
+    """
+
+    def __init__(self, chunk_fn: Callable, step_fn: Callable, metrics_fn: Callable, *, eval_every: int,
+                 donate: bool):
+        donated = (0,) if donate else ()
+        self.eval_every = eval_every
+        self.traces = 0
+        self._convolutions: dict = {}
+        self.chunk = jax.jit(chunk_fn, static_argnames=("plan",), donate_argnums=donated)
+        self.step = jax.jit(step_fn, static_argnames=("plan",), donate_argnums=donated)
+        self.metrics = jax.jit(metrics_fn)
+
+    def has_convolutions(self, loss_fn: Callable, node_params: Callable, state: Any, x: Any, y: Any,
+                         rows: int) -> bool:
+        """:func:`has_convolutions` of ``loss_fn`` on node 0's abstract params
+        (``node_params(state)``) and ``rows`` abstract rows of ``x``/``y`` [N, M, ...];
+        only shapes and dtypes are read (the arrays may be donated), memoised on them."""
+        key = _spec_key((state, x, y))
+        if key not in self._convolutions:
+            params = jax.eval_shape(node_params, jax.tree_util.tree_map(_abstract, state))
+            node0 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
+            rows_of = lambda a: jax.ShapeDtypeStruct((rows,) + tuple(a.shape[2:]), jnp.result_type(a))
+            self._convolutions[key] = has_convolutions(loss_fn, node0, rows_of(x), rows_of(y))
+        return self._convolutions[key]
+
+    def lower(self, plan: ExecutionPlan, carry: Any, data: Any, total: jax.Array, eval_data: Any) -> jax.stages.Lowered:
+        """The program :meth:`run` compiles: the whole chunk (scan plan) or the single step (python plan)."""
+        if plan.loop == "scan":
+            return self.chunk.lower(carry, data, total, eval_data, plan=plan)
+        return self.step.lower(carry, data, total, plan=plan)
+
+    def run(self, plan: ExecutionPlan, carry: Any, data: Any, total: jax.Array, eval_data: Any) -> tuple[Any, dict]:
+        """``eval_every`` steps (stopping at ``total``) and the metrics: one compiled chunk, or
+        the compiled step called from Python, then the compiled metrics."""
+        if plan.loop == "scan":
+            return self.chunk(carry, data, total, eval_data, plan=plan)
+        # The step bound is checked on the host (one sync per chunk), not with a lax.cond
+        # inside the compiled step: XLA:CPU runs a convolution inside a cond branch as
+        # slowly as inside a loop body (BENCHMARKS.md, "What changed in the code").
+        remaining = int(total) - int(carry.step)
+        for _ in range(min(self.eval_every, max(remaining, 0))):
+            carry = self.step(carry, data, total, plan=plan)
+        return carry, self.metrics(carry, data, eval_data)
+
+    def time(self, plan: ExecutionPlan, carry: Any, data: Any, total: jax.Array, eval_data: Any,
+             steps: int) -> float:
+        """Seconds one chunk takes, timed on a copy of ``carry`` after compiling what :meth:`run`
+        runs (a later run compiles nothing more): one whole chunk with a scan plan; with a
+        python plan one warm-up step, ``steps`` timed steps scaled to ``eval_every`` and one
+        metrics call."""
+        copy = lambda c: jax.tree_util.tree_map(jnp.copy, c)
+        if plan.loop == "scan":
+            chunk = self.lower(plan, carry, data, total, eval_data).compile()
+            t0 = time.perf_counter()
+            jax.block_until_ready(chunk(copy(carry), data, total, eval_data))
+            return time.perf_counter() - t0
+        c = jax.block_until_ready(self.step(copy(carry), data, total, plan=plan))  # compiles, warms up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            c = self.step(c, data, total, plan=plan)
+        jax.block_until_ready(c)
+        per_step = (time.perf_counter() - t0) / steps
+        jax.block_until_ready(self.metrics(c, data, eval_data))  # compiles
+        t0 = time.perf_counter()
+        jax.block_until_ready(self.metrics(c, data, eval_data))
+        return per_step * self.eval_every + time.perf_counter() - t0

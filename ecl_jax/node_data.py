@@ -37,6 +37,17 @@ class NodeData(NamedTuple):
         """``NodeData(x, y, count).validate()``."""
         return cls(x, y, count).validate()
 
+    def for_nodes(self, n_nodes: int) -> NodeData:
+        """``self`` as device arrays, checked to be stacked over ``n_nodes`` nodes (naming the
+        leaf whose leading size differs), then :meth:`validate`; the engine's data check."""
+        data = NodeData(*(jnp.asarray(a) for a in self))
+        for name, a in zip(self._fields, data):
+            if a.ndim and a.shape[0] != n_nodes:
+                raise DataError(f"data.{name} has leading size {a.shape[0]}, expected N={n_nodes} nodes")
+        if data.x.ndim > 1 and data.y.ndim > 1 and data.x.shape[1] != data.y.shape[1]:
+            raise DataError(f"data.x has {data.x.shape[1]} rows per node but data.y has {data.y.shape[1]}")
+        return data.validate()
+
     def validate(self) -> NodeData:
         """Check the stacking and the counts of concrete arrays; return ``self``.
 
