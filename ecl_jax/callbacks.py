@@ -48,7 +48,7 @@ def _duration(seconds: float) -> str:
 
 def _step_of(carry) -> int:
     """The step of a :class:`~ecl_jax.engine.Carry` (or a step number given directly)."""
-    return int(carry.step) if hasattr(carry, "step") else int(carry)
+    return int(np.max(np.asarray(carry.step))) if hasattr(carry, "step") else int(carry)  # a batch: one step
 
 
 class Progress:
@@ -79,29 +79,36 @@ class Progress:
         loss_s = f" test_loss {np.mean(loss):.4f}" if loss is not None else ""
         print(
             f"[{self.algo}] step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) "
-            f"{speed}{acc_s}{loss_s} consensus {float(metrics['consensus_distance']):.3g}",
+            f"{speed}{acc_s}{loss_s} consensus {float(np.mean(metrics['consensus_distance'])):.3g}",
             file=sys.stderr,
             flush=True,
         )
 
 
 class Recorder:
-    """Appends a history row (:func:`ecl_jax.records.history_row`) per chunk to ``history``.
+    """Appends a history row (:func:`ecl_jax.records.history_row`) per chunk to ``history``;
+    with ``seeds`` (a batch of runs, one per seed: every metric has a leading run axis) one
+    row per seed, each with its ``seed``.
 
     ``wall`` is the run's wall time so far: ``wall0`` (from a checkpoint) plus the time
     since this recorder was made.
     """
 
     def __init__(self, algo: str, config: Any, mean_count: float, history: list[dict] | None = None,
-                 wall0: float = 0.0):
-        self.algo, self.config, self.mean_count = algo, config, mean_count
+                 wall0: float = 0.0, seeds: list[int] | None = None):
+        self.algo, self.config, self.mean_count, self.seeds = algo, config, mean_count, seeds
         self.history = [] if history is None else history
         self.wall0 = self.wall = wall0
         self.start = time.time()
 
     def __call__(self, carry, metrics: dict) -> None:
         self.wall = self.wall0 + time.time() - self.start
-        self.history.append(history_row(metrics, self.algo, self.config, self.mean_count, self.wall))
+        if self.seeds is None:
+            self.history.append(history_row(metrics, self.algo, self.config, self.mean_count, self.wall))
+            return
+        for r, seed in enumerate(self.seeds):
+            one = {k: np.asarray(v)[r] for k, v in metrics.items()}
+            self.history.append(history_row(one, self.algo, self.config, self.mean_count, self.wall, seed=seed))
 
 
 class Checkpointer:
@@ -129,23 +136,31 @@ class DivergenceCheck:
     """Raises :class:`DivergenceError` when a metric or a node model is NaN/inf.
 
     The message names the algorithm, the step, its settings, and whether the
-    ``checkpointer``'s last good checkpoint is kept or none exists yet.
+    ``checkpointer``'s last good checkpoint is kept or none exists yet; with ``seeds`` (a
+    batch of runs: a leading run axis on the state and every metric) also which seeds.
     """
 
-    def __init__(self, algorithm: Algorithm, checkpointer: Checkpointer | None = None):
-        self.algorithm, self.checkpointer = algorithm, checkpointer
+    def __init__(self, algorithm: Algorithm, checkpointer: Checkpointer | None = None,
+                 seeds: list[int] | None = None):
+        self.algorithm, self.checkpointer, self.seeds = algorithm, checkpointer, seeds
 
     def __call__(self, carry, metrics: dict) -> None:
-        vals = [np.asarray(v) for k, v in metrics.items() if k != "step"]
-        bad = any(not np.all(np.isfinite(v)) for v in vals)
-        params = self.algorithm.node_params(carry.state)
-        state_ok = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(params))
-        if bad or not state_ok:
+        batched = self.seeds is not None
+        node_params = jax.vmap(self.algorithm.node_params) if batched else self.algorithm.node_params
+        runs = len(self.seeds) if batched else 1
+        finite = lambda xp, v: xp.isfinite(v).reshape(runs, -1).all(1)  # per run: every value finite
+        ok = np.ones(runs, bool)
+        for v in (np.asarray(v) for k, v in metrics.items() if k != "step"):  # on the host already
+            ok &= finite(np, v)
+        for x in jax.tree_util.tree_leaves(node_params(carry.state)):  # on the device: [runs] bools come back
+            ok &= np.asarray(finite(jnp, x))
+        if not ok.all():
             saved = None if self.checkpointer is None else self.checkpointer.saved_step
             kept = ("no checkpoint exists yet for it (the divergence came before the first one was written)"
                     if saved is None else f"its last good checkpoint (step {saved}) is kept")
+            which = "" if not batched else f" in seed(s) {', '.join(str(s) for s, g in zip(self.seeds, ok) if not g)}"
             raise DivergenceError(
-                f"{self.algorithm.name} diverged (NaN/inf) by step {_step_of(carry)} with settings "
+                f"{self.algorithm.name} diverged (NaN/inf){which} by step {_step_of(carry)} with settings "
                 f"{algorithm_settings(self.algorithm)}; {kept}. Lower lr (raise mu) or raise eta."
             )
 

@@ -110,7 +110,7 @@ def save_checkpoint(path: pathlib.Path, carry: Any, history: list[dict], wall: f
     path = pathlib.Path(path)
     leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(jax.device_get(carry))]
     arrays = {f"leaf_{i}": a for i, a in enumerate(leaves)}
-    step = int(np.asarray(carry.step)) if hasattr(carry, "step") else -1
+    step = int(np.max(np.asarray(carry.step))) if hasattr(carry, "step") else -1  # a batch of runs: one step
     buf = io.BytesIO()
     np.savez(
         buf,

@@ -59,6 +59,8 @@ def resolve_run(args: argparse.Namespace):
         if not args.algorithms.strip(",").strip():
             raise ConfigError("--algorithms is empty; give a comma-separated list, e.g. ecl-pdmm,gossip")
         user.append(f"algorithms={args.algorithms}")
+    if getattr(args, "seeds", None) is not None:
+        user.append(f"seeds={args.seeds}")
     overrides = list(user)
     base = config.name if args.config else "builtin"
     if args.smoke:
@@ -81,11 +83,16 @@ def _run(args) -> int:
     summary = summarize(result.final)
     width = max(len(k) for k in summary)
     when = f"{config.steps} steps" if config.runtime == "lockstep" else f"{config.steps} ticks of the free-running runtime"
-    print(f"final test accuracy after {when} (mean over {config.n_nodes} nodes; worst node):")
+    seeds = f"; mean +- std over {config.seeds} seeds" if config.seeds > 1 else ""
+    print(f"final test accuracy after {when} (mean over {config.n_nodes} nodes; worst node{seeds}):")
+    def pm(s: dict, key: str, scale: float, w: int, digits: int) -> str:  # a value, +- its std over seeds
+        std = f" +- {scale * s[key + '_std']:.{digits}f}" if key + "_std" in s else ""
+        return f"{scale * s[key]:{w}.{digits}f}{std}"
+
     for name, s in summary.items():
         own = "" if config.runtime == "lockstep" else f", {s['epoch']:.2f} epochs of own steps"
-        print(f"  {name:<{width}}  {100 * s['test_acc_mean']:6.2f}%  (worst {100 * s['test_acc_min']:6.2f}%, "
-              f"test loss {s['test_loss_mean']:.4f}, {s['wall_time']:.1f}s{own})")
+        print(f"  {name:<{width}}  {pm(s, 'test_acc_mean', 100, 6, 2)}%  (worst {pm(s, 'test_acc_min', 100, 6, 2)}%, "
+              f"test loss {pm(s, 'test_loss_mean', 1, 0, 4)}, {s['wall_time']:.1f}s{own})")
     print(f"run folder: {result.run_dir}")
     for p in result.plots:
         print(f"plot: {p}")
@@ -133,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "per-algorithm options as ALGO.OPTION=VALUE, e.g. ecl-pdmm.eta=2; the run folder's name "
                    "records the overrides (runs/<config>__<key>-<value>...) unless you give name=...")
     r.add_argument("--algorithms", help="comma-separated algorithms, e.g. ecl-pdmm,ecl-admm,gossip,centralized")
+    r.add_argument("--seeds", metavar="R", help="R runs of every algorithm (seeds seed .. seed+R-1: initial models, "
+                   "minibatches, masks; the split shared) as one compiled program; metrics.csv gets a seed "
+                   "column, final.json and the table mean +- std over seeds, the plots a band across seeds "
+                   "(same as --set seeds=R)")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.add_argument("--fresh", action="store_true", help="empty this run's folder (only one that ecl_jax made) "
                    "and start over, after the new config and its data have been checked")

@@ -58,6 +58,9 @@ class RunConfig:
     ticks, the schedule counts each node's own steps; :mod:`ecl_jax.runtime`).
     Training: ``algorithms``, ``lr`` (1/mu for ECL), ``eta``, ``K`` (ISVR round
     length), ``batch_size``, ``steps``, ``eval_every``, ``l2``, ``options`` per algorithm.
+    ``seed``: initial models, minibatches and masks (not the split: ``partition_seed``);
+    ``seeds`` R > 1: R runs of every algorithm as one program (seeds ``seed`` .. ``seed`` +
+    R - 1, the split shared; docs/outputs.md#seeds).
     ``epoch_samples``: 0 = every minibatch drawn uniformly with replacement; L (a multiple
     of ``batch_size``) = each node walks a fresh permutation of 0..L-1 (modulo its data
     count) every L / batch_size own steps (the ICML21 code: L = 12,800).
@@ -102,6 +105,7 @@ class RunConfig:
     l2: float = 0.0
     same_init: bool = True
     seed: int = 0
+    seeds: int = 1
     checkpoint_every: int = 1
     eval_batch: int = 1000
     out_dir: str = "runs"
@@ -132,6 +136,7 @@ def check_config(c: "RunConfig") -> None:
         note = "all data" if f in ("n_train", "n_test") else "the method's default"
         check_int(f, getattr(c, f), minimum=0 if f == "partition_seed" else 1, allow_none=True, note=note, **strict)
     check_int("seed", c.seed, minimum=0, **strict)
+    check_int("seeds", c.seeds, minimum=1, **strict)
     check_int("epoch_samples", c.epoch_samples, minimum=0, note="0 = uniform draws with replacement", **strict)
     if c.epoch_samples % c.batch_size:
         raise ConfigError(f"epoch_samples={c.epoch_samples} must be a multiple of batch_size={c.batch_size} "

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax.algorithms.base import Algorithm, tree_constant_dtype
-from ecl_jax.execution import UNROLL_MAX_NODES, ExecutionPlan, Executor, check_settings, make_plan, node_gradients
+from ecl_jax.execution import (UNROLL_MAX_NODES, ExecutionPlan, Executor, check_runs_fit, check_settings, make_plan,
+                               node_gradients, run_bytes, steps_done)
 from ecl_jax.masks import AllNodes, AlwaysEdges
 from ecl_jax.metrics import consensus_distance, mean_params, model_metrics
 from ecl_jax.models import mixed_precision
@@ -40,7 +41,7 @@ from ecl_jax.participation import Participation, step_keys
 from ecl_jax.runtime import FreeRunning
 from ecl_jax.sampling import EpochOrder, Sampler, epoch_rows, next_epoch_order
 from ecl_jax.topology import Topology
-from ecl_jax.validation import check_int
+from ecl_jax.validation import check_int, is_int
 
 __all__ = [
     "NodeData", "Carry", "Engine", "ExecutionPlan", "make_plan", "stack_node_data", "consensus_distance",
@@ -85,6 +86,10 @@ class Engine:
       the new carry, so a chunk holds one copy of the state; keep using the returned
       carry). False keeps the old carry valid. :meth:`init` copies the params, so the
       caller's arrays are never consumed.
+    runs: None (one run) or R: R runs as one program (seeds, docs/design.md#many-runs-in-one-program):
+      params [R, N, ...] and keys [R]; every leaf of the carry and every metric gains a
+      leading run axis, the data is shared, and run r equals the run of ``params[r]``
+      and ``key[r]`` alone (to float tolerance).
     """
 
     algorithm: Algorithm
@@ -101,6 +106,7 @@ class Engine:
     node_grads: str = "auto"
     runtime: FreeRunning | None = None
     donate: bool = True
+    runs: int | None = None
 
     def __post_init__(self):  # every setting validated once, here; the cached properties keep the parts built
         object.__setattr__(self, "batch_size", self.sampler.batch_size)
@@ -110,6 +116,8 @@ class Engine:
         _ = self.participation  # built (so validated) now, not at the first step
         if not isinstance(self.donate, bool):
             raise ValueError(f"donate must be True or False, got {self.donate!r}")
+        if self.runs is not None and not (is_int(self.runs) and self.runs >= 1):
+            raise ValueError(f"runs must be None (one run) or an integer >= 1, got {self.runs!r}")
 
     @functools.cached_property
     def sampler(self) -> Sampler:
@@ -124,7 +132,7 @@ class Engine:
     @functools.cached_property
     def _executor(self) -> Executor:  # the compiled chunk, step and metrics, built on first use
         return Executor(self._chunk_impl, self._step_impl, self.metrics, eval_every=self.eval_every,
-                        donate=self.donate)
+                        donate=self.donate, runs=self.runs)
 
     # ----------------------------------------------------------- public API
     @property
@@ -136,12 +144,42 @@ class Engine:
         """Initial carry from node-stacked params and a PRNG key.
 
         With ``donate`` every leaf is a fresh buffer (no alias of ``params`` or of
-        another leaf), so the carry can be donated to :meth:`run_chunk`.
+        another leaf), so the carry can be donated to :meth:`run_chunk`. With ``runs``,
+        params [R, N, ...] and keys [R] give R carries stacked on a leading run axis.
         """
+        carry = self._init_one(params, key) if self.runs is None else jax.vmap(self._init_one)(*self._per_run(params, key))
+        return jax.tree_util.tree_map(jnp.copy, carry) if self.donate else carry
+
+    def _init_one(self, params, key: jax.Array) -> Carry:
         state = self.algorithm.init(params, self.topology)
         n = self.topology.n_nodes
-        carry = Carry(state, jnp.zeros((), jnp.int32), key, self.participation.init(key), self.sampler.init(n, key))
-        return jax.tree_util.tree_map(jnp.copy, carry) if self.donate else carry
+        return Carry(state, jnp.zeros((), jnp.int32), key, self.participation.init(key), self.sampler.init(n, key))
+
+    def _per_run(self, params, key: jax.Array) -> tuple[Any, jax.Array]:
+        """``params`` and ``key`` checked to carry the leading run axis of size ``runs``."""
+        r = self.runs
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+            if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != r:
+                raise ValueError(f"runs={r}: params need a leading run axis of size {r} ([runs, N, ...]), "
+                                 f"but params{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}")
+        key = jnp.asarray(key)
+        single = 0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1  # a raw key is [2] uint32
+        if key.ndim != single + 1 or key.shape[0] != r:
+            raise ValueError(f"runs={r}: give one PRNG key per run (e.g. jax.random.split(key, {r})), "
+                             f"got key shape {tuple(key.shape)}")
+        return params, key
+
+    def _check_memory(self, params, key: jax.Array, data: NodeData, carry: Carry | None = None) -> None:
+        """With ``runs``: refuse, before anything is compiled, a batch estimated not to fit
+        (:func:`~ecl_jax.execution.check_runs_fit`, naming the largest that fits)."""
+        if self.runs is None:
+            return
+        first = lambda tree: jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a)[1:], jnp.result_type(a)), tree)
+        one = first(carry) if carry is not None else jax.eval_shape(self._init_one, *map(first, self._per_run(params, key)))
+        rows = self.batch_size or data.x.shape[1]
+        row_bytes = sum(int(np.prod(a.shape[2:])) * a.dtype.itemsize for a in (data.x, data.y))
+        batch = self.topology.n_nodes * rows * row_bytes
+        check_runs_fit(self.runs, run_bytes(one, jax.eval_shape(self.algorithm.node_params, one.state), batch))
 
     def check_data(self, data: NodeData) -> NodeData:
         """``data`` as device arrays, checked against the topology's N (:meth:`NodeData.for_nodes`)."""
@@ -217,11 +255,12 @@ class Engine:
         callbacks = tuple(callbacks)
         data = self.check_data(data)
         check_finite("eval_data", eval_data)
+        self._check_memory(params, key, data, carry)
         if carry is None:
             carry = self.init(params, key)
         history: list[dict] = []
-        plan = self.plan(carry, data) if int(carry.step) < steps else None  # shapes are fixed during a run
-        while int(carry.step) < steps:
+        plan = self.plan(carry, data) if steps_done(carry) < steps else None  # shapes are fixed during a run
+        while steps_done(carry) < steps:
             carry, metrics = self.run_chunk(carry, data, steps, eval_data, plan=plan)
             metrics = jax.device_get(metrics)
             history.append(metrics)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 __all__ = ["UserError", "ConfigError", "DataError", "RunFolderError", "CheckpointError", "TopologyError",
-           "INTERRUPTED"]
+           "MemoryLimitError", "INTERRUPTED"]
 
 INTERRUPTED = threading.Event()
 """Set by the command line's SIGINT handler (``ecl_jax.cli``) on every Ctrl-C: the user
@@ -41,3 +41,7 @@ class CheckpointError(UserError, ValueError):
 
 class TopologyError(UserError, ValueError):
     """An invalid communication graph or layout; the message names the offending node or edge."""
+
+
+class MemoryLimitError(UserError, ValueError):
+    """A batch of runs estimated not to fit in the device's memory; names the largest that fits."""

@@ -11,7 +11,9 @@ Two choices, both pure functions of the settings, the backend, N and the model:
 Whether the model has convolutions is read from the equations of one node's loss on
 abstract inputs (:func:`has_convolutions`), never from its printed text. An
 :class:`Executor` holds an engine's compiled functions and runs, lowers or times a chunk
-by a plan.
+by a plan; with ``runs`` it runs R runs at once, every compiled function vmapped over the
+carry's leading run axis (the data shared), and :func:`check_runs_fit` refuses a batch that
+will not fit before anything is compiled.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.extend as jex
 import jax.numpy as jnp
+import numpy as np
+
+from ecl_jax.errors import MemoryLimitError
 
 __all__ = ["ExecutionPlan", "Executor", "make_plan", "check_settings", "has_convolutions", "node_gradients",
-           "UNROLL_MAX_NODES", "LOOPS", "NODE_GRADS"]
+           "steps_done", "run_bytes", "available_bytes", "check_runs_fit", "UNROLL_MAX_NODES", "LOOPS", "NODE_GRADS"]
 
 UNROLL_MAX_NODES = 128
 """The largest N for which ``node_grads="auto"`` unrolls the per-node gradients."""
@@ -146,6 +151,24 @@ def _abstract(a: Any) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(jnp.shape(a), a.dtype if hasattr(a, "dtype") else jnp.result_type(a))
 
 
+def _drop_axis(a: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
+    """An abstract array without its leading axis (one node's, or one run's, slice)."""
+    return jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
+
+
+def _over_runs(fn: Callable) -> Callable:
+    """``fn(carry, *shared, **static)`` vmapped over the carry's leading run axis; the shared
+    arguments (data, the step bound, eval data) and the static ones are the same for every run."""
+    def over_runs(carry, *shared, **static):
+        return jax.vmap(lambda c: fn(c, *shared, **static))(carry)
+    return over_runs
+
+
+def steps_done(carry: Any) -> int:
+    """The steps a carry has taken (``carry.step``; every run of a batch is at the same step)."""
+    return int(np.max(np.asarray(carry.step)))
+
+
 class Executor:
     """Runs chunks by a plan: an engine's compiled chunk, step and metrics functions (jitted
     once, on construction), how often the chunk or step was traced (the engine's ``_impl``
@@ -154,28 +177,35 @@ class Executor:
     ``chunk_fn(carry, data, total, eval_data, plan) -> (carry, metrics)`` is ``eval_every``
     steps as one ``lax.scan``; ``step_fn(carry, data, total, plan) -> carry`` one step;
     ``metrics_fn(carry, data, eval_data) -> dict``. With ``donate`` the chunk and the step
-    consume the carry they are given.
+    consume the carry they are given. With ``runs`` R, each is ``vmap``-ped over the carry's
+    leading run axis (every other argument shared), so R runs are one program and every
+    metric gains a run axis [R, ...].
     """
 
     def __init__(self, chunk_fn: Callable, step_fn: Callable, metrics_fn: Callable, *, eval_every: int,
-                 donate: bool):
+                 donate: bool, runs: int | None = None):
         donated = (0,) if donate else ()
         self.eval_every = eval_every
+        self.runs = runs
         self.traces = 0
         self._convolutions: dict = {}
-        self.chunk = jax.jit(chunk_fn, static_argnames=("plan",), donate_argnums=donated)
-        self.step = jax.jit(step_fn, static_argnames=("plan",), donate_argnums=donated)
-        self.metrics = jax.jit(metrics_fn)
+        over = _over_runs if runs is not None else (lambda fn: fn)
+        self.chunk = jax.jit(over(chunk_fn), static_argnames=("plan",), donate_argnums=donated)
+        self.step = jax.jit(over(step_fn), static_argnames=("plan",), donate_argnums=donated)
+        self.metrics = jax.jit(over(metrics_fn))
 
     def has_convolutions(self, loss_fn: Callable, node_params: Callable, state: Any, x: Any, y: Any,
                          rows: int) -> bool:
         """:func:`has_convolutions` of ``loss_fn`` on node 0's abstract params
-        (``node_params(state)``) and ``rows`` abstract rows of ``x``/``y`` [N, M, ...];
-        only shapes and dtypes are read (the arrays may be donated), memoised on them."""
+        (``node_params(state)``, of run 0 with ``runs``) and ``rows`` abstract rows of
+        ``x``/``y`` [N, M, ...]; only shapes and dtypes are read (the arrays may be donated),
+        memoised on them."""
         key = _spec_key((state, x, y))
         if key not in self._convolutions:
-            params = jax.eval_shape(node_params, jax.tree_util.tree_map(_abstract, state))
-            node0 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
+            state = jax.tree_util.tree_map(_abstract, state)
+            if self.runs is not None:  # run 0's state
+                state = jax.tree_util.tree_map(_drop_axis, state)
+            node0 = jax.tree_util.tree_map(_drop_axis, jax.eval_shape(node_params, state))
             rows_of = lambda a: jax.ShapeDtypeStruct((rows,) + tuple(a.shape[2:]), jnp.result_type(a))
             self._convolutions[key] = has_convolutions(loss_fn, node0, rows_of(x), rows_of(y))
         return self._convolutions[key]
@@ -194,7 +224,7 @@ class Executor:
         # The step bound is checked on the host (one sync per chunk), not with a lax.cond
         # inside the compiled step: XLA:CPU runs a convolution inside a cond branch as
         # slowly as inside a loop body (BENCHMARKS.md, "What changed in the code").
-        remaining = int(total) - int(carry.step)
+        remaining = int(total) - steps_done(carry)
         for _ in range(min(self.eval_every, max(remaining, 0))):
             carry = self.step(carry, data, total, plan=plan)
         return carry, self.metrics(carry, data, eval_data)
@@ -221,3 +251,46 @@ class Executor:
         t0 = time.perf_counter()
         jax.block_until_ready(self.metrics(c, data, eval_data))
         return per_step * self.eval_every + time.perf_counter() - t0
+
+
+def _bytes(tree: Any) -> int:
+    return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in jax.tree_util.tree_leaves(tree))
+
+
+def run_bytes(carry: Any, params: Any, batch_bytes: int) -> int:
+    """Estimated bytes one run holds while a chunk runs: its carry twice (the chunk's input and
+    output), one gradient per parameter (``params``: the node models [N, ...]) and one
+    minibatch (``batch_bytes``). Shapes only (abstract arrays do); activations are not counted,
+    so it is a lower bound (docs/design.md#many-runs-in-one-program)."""
+    return 2 * _bytes(carry) + _bytes(params) + int(batch_bytes)
+
+
+def available_bytes() -> int | None:
+    """Free memory of the default device: ``bytes_limit - bytes_in_use`` where the backend
+    reports them (GPU, TPU), else the host's ``MemAvailable`` (/proc/meminfo); None if unknown."""
+    stats = getattr(jax.devices()[0], "memory_stats", lambda: None)()
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_runs_fit(runs: int, per_run: int) -> None:
+    """:class:`~ecl_jax.errors.MemoryLimitError` when ``runs`` runs of ``per_run`` bytes each
+    (:func:`run_bytes`) exceed :func:`available_bytes`, naming the largest batch that fits."""
+    free = available_bytes()
+    if free is None or runs * per_run <= free:
+        return
+    fits = free // max(per_run, 1)
+    gib = lambda b: f"{b / 2**30:,.2f} GiB"
+    advice = (f"at most {fits} runs fit: run fewer at once (e.g. runs={fits}) and the rest after"
+              if fits >= 1 else "not even one run fits: use fewer nodes, a smaller model or a smaller batch")
+    raise MemoryLimitError(f"{runs} runs need about {gib(runs * per_run)} ({gib(per_run)} each: the carry twice, "
+                           f"one gradient and one minibatch per run) but {gib(free)} are free on "
+                           f"{jax.devices()[0].platform}; {advice}")

@@ -67,11 +67,28 @@ _XLABEL = {
 
 
 def _series(history: list[dict], key: str, x_axis: str = "epoch"):
-    x = np.array([r[x_axis] for r in history])
+    """(x, mean, low, high) of ``key`` over a history: the mean over nodes with the min-max
+    band over nodes; with seeds (rows with a ``seed``), the mean over seeds of that node mean
+    with a band of +- one standard deviation over seeds, clipped to the seeds' range (x: the
+    first seed's)."""
     vals = [r.get(key) for r in history]
     if any(v is None for v in vals):
         return None
-    arr = [np.atleast_1d(np.asarray(v, float)) for v in vals]
+    node_mean = lambda v: np.atleast_1d(np.asarray(v, float))
+    if history and "seed" in history[0]:
+        steps: dict = {}
+        for r, v in zip(history, vals):
+            steps.setdefault(r["step"], []).append((r, node_mean(v).mean()))
+        points = [steps[s] for s in sorted(steps)]
+        x = np.array([p[0][0][x_axis] for p in points])
+        by_step = [np.array([m for _, m in p]) for p in points]
+        mean = np.array([m.mean() for m in by_step])
+        std = np.array([m.std(ddof=1) if m.size > 1 else 0.0 for m in by_step])
+        lo = np.maximum(mean - std, [m.min() for m in by_step])  # within the seeds' values (positive on log axes)
+        hi = np.minimum(mean + std, [m.max() for m in by_step])
+        return x, mean, lo, hi
+    x = np.array([r[x_axis] for r in history])
+    arr = [node_mean(v) for v in vals]
     return x, np.array([a.mean() for a in arr]), np.array([a.min() for a in arr]), np.array([a.max() for a in arr])
 
 
@@ -115,7 +132,9 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
         else:
             style = dict(_STYLE.get(name.split("/")[-1], {}))
         band_alpha = style.pop("band_alpha", 0.15)
-        ax.plot(x, mean, label=name + label_suffix, **style)
+        seeds = len({r["seed"] for r in hist if "seed" in r})
+        spread = f" ({seeds} seeds, band +-1 std)" if seeds > 1 else ""
+        ax.plot(x, mean, label=name + label_suffix + spread, **style)
         if (hi - lo).max() > 0:
             ax.fill_between(x, lo, hi, alpha=band_alpha, color=style.get("color"))
         drawn += 1
@@ -153,7 +172,8 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
 
 def plot_run(run_dir: pathlib.Path, histories: dict[str, list[dict]], title: str = "",
              x_axis: str = "epoch", published: dict | None = None, published_note: str = "") -> list[pathlib.Path]:
-    """accuracy.png, loss.png, consensus.png in ``run_dir`` (mean over nodes, min-max band).
+    """accuracy.png, loss.png, consensus.png in ``run_dir`` (mean over nodes, min-max band over
+    nodes; with seeds the mean over seeds, band +- one std over seeds).
 
     ``published``: {"test_acc": {algo: value}, "test_loss": {algo: value}} reference lines;
     ``published_note``: why some or all are missing, printed on the accuracy and loss figures."""
@@ -181,7 +201,7 @@ def _plot_three(out_dir: pathlib.Path, histories: dict[str, list[dict]], title: 
 
 REQUIRED_COLUMNS = ("step", "epoch", "algorithm")
 _TEXT_COLUMNS = {"algorithm", "run"}
-_NUMERIC_COLUMNS = {"step", "epoch", "round", "samples_seen", "wall_time", "consensus_distance"}
+_NUMERIC_COLUMNS = {"step", "epoch", "round", "samples_seen", "wall_time", "consensus_distance", "seed"}
 _NUMERIC_PREFIXES = ("test_", "train_", "mean_model_")
 _NODE_COLUMN = re.compile(r"(.+_node)_(\d+)$")
 _WRITTEN_BY = "a metrics.csv written by `ecl-jax run` has the columns step, epoch, algorithm, test_acc_node_<i>, ..."
@@ -198,8 +218,10 @@ def read_metrics_csv(path: pathlib.Path) -> dict[str, list[dict]]:
     header-only file, missing required columns, a line with too few or too many values,
     a last line without its line end (cut while being written) and non-numbers in the
     metric columns. Unknown extra columns are kept (as numbers where they parse).
-    With a ``run`` column holding several values (multi-seed runs), each algorithm and
-    run is its own history, named ``"<algorithm> (run <run>)"``.
+    With a ``run`` column holding several values, each algorithm and run is its own
+    history, named ``"<algorithm> (run <run>)"``; a ``seed`` column (``ecl-jax run
+    --seeds``) keeps one history per algorithm, a row per seed and point (drawn as the mean
+    and a band over seeds).
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -275,6 +297,10 @@ def _parse_metrics(path: pathlib.Path, text: str) -> dict[str, list[dict]]:
         if not np.isfinite(row["step"]) or row["step"] != int(row["step"]):
             raise DataError(f"{path}, line {line}, column 'step': {row['step']!r} is not a whole number")
         row["step"] = int(row["step"])
+        if "seed" in row:  # a batch of seeds (`ecl-jax run --seeds`): one history, a row per seed and point
+            if not np.isfinite(row["seed"]) or row["seed"] != int(row["seed"]):
+                raise DataError(f"{path}, line {line}, column 'seed': {row['seed']!r} is not a whole number")
+            row["seed"] = int(row["seed"])
         for head, d in groups.items():
             row[head] = [d[i] for i in sorted(d)]
         for metric in ("test_acc", "test_loss", "train_loss"):
@@ -431,12 +457,29 @@ def _check_out_dir(out: pathlib.Path, runs: list[_Run]) -> None:
                                      "choose another --out")
 
 
+def _seed_mean(hist: list[dict]) -> dict:
+    """A history's last row; with seeds, the seeds' last rows averaged (per node, then the
+    scalars), with ``run`` saying over how many seeds."""
+    from ecl_jax.records import last_points
+
+    rows = last_points(hist)
+    if isinstance(rows, dict):
+        return rows
+    out = dict(rows[-1], run=f"mean of {len(rows)} seeds")
+    for k, v in rows[-1].items():
+        if isinstance(v, list):
+            out[k] = np.mean([r[k] for r in rows], axis=0).tolist()
+        elif isinstance(v, float) and k not in ("step", "seed"):
+            out[k] = float(np.mean([r[k] for r in rows]))
+    return out
+
+
 def _final_rows(runs: list[_Run]) -> list[dict]:
     rows = []
     for r in runs:
         pub = r.config.get("published") or {}
         for name, hist in r.histories.items():
-            last = hist[-1]
+            last = _seed_mean(hist)
             algo = last["algorithm"]
             acc = last.get("test_acc_node")
             loss = last.get("test_loss_node")

@@ -17,15 +17,17 @@ import numpy as np
 
 from ecl_jax import run_folder
 
-__all__ = ["history_row", "summarize", "write_metrics_csv", "write_final", "write_split", "write_config"]
+__all__ = ["history_row", "last_points", "summarize", "write_metrics_csv", "write_final", "write_split", "write_config"]
 
 
-def history_row(metrics: dict, algo: str, config: Any, mean_count: float, wall: float) -> dict:
+def history_row(metrics: dict, algo: str, config: Any, mean_count: float, wall: float,
+                seed: int | None = None) -> dict:
     """One metric point as a JSON-friendly row: step, epoch (local steps * batch / mean node
     size), round (local steps / K), samples seen, wall time, then every metric (per-node ones
     as lists; ``node_loss`` / ``mean_model_loss`` renamed ``train_loss_node`` /
     ``mean_model_train_loss``). Local steps are the step in lockstep and, under a free-running
-    runtime (step = tick), the mean over nodes of their own steps (metric ``local_steps``)."""
+    runtime (step = tick), the mean over nodes of their own steps (metric ``local_steps``).
+    ``seed``: the run's seed in a batch of seeds (a ``seed`` column after ``algorithm``)."""
     step = int(metrics["step"])
     own = np.asarray(metrics["local_steps"], np.float64) if "local_steps" in metrics else np.full(config.n_nodes, step)
     row = {
@@ -33,6 +35,7 @@ def history_row(metrics: dict, algo: str, config: Any, mean_count: float, wall: 
         "epoch": float(own.mean()) * config.batch_size / mean_count,
         "round": float(own.mean()) / config.K,
         "algorithm": algo,
+        **({} if seed is None else {"seed": int(seed)}),
         "samples_seen": int(own.sum()) * config.batch_size,
         "wall_time": wall,
     }
@@ -49,20 +52,49 @@ def history_row(metrics: dict, algo: str, config: Any, mean_count: float, wall: 
     return row
 
 
-def summarize(final: dict[str, dict]) -> dict[str, dict]:
-    """Final mean test accuracy/loss per algorithm (from each algorithm's last history row)."""
+def last_points(history: list[dict]) -> dict | list[dict]:
+    """The last metric point of a history: its last row, or with seeds (rows with a
+    ``seed``) the list of every seed's row at the last step."""
+    last = history[-1]
+    if "seed" not in last:
+        return last
+    return [r for r in history if r["step"] == last["step"] and r["algorithm"] == last["algorithm"]]
+
+
+def _summary(row: dict) -> dict:
+    return {
+        "step": row["step"],
+        "epoch": row["epoch"],
+        "test_acc_mean": float(np.mean(row["test_acc_node"])),
+        "test_acc_min": float(np.min(row["test_acc_node"])),
+        "test_loss_mean": float(np.mean(row["test_loss_node"])),
+        "mean_model_test_acc": row["mean_model_test_acc"],
+        "consensus_distance": row["consensus_distance"],
+        "wall_time": row["wall_time"],
+    }
+
+
+SEED_SPREAD = ("test_acc_mean", "test_acc_min", "test_loss_mean", "mean_model_test_acc", "consensus_distance")
+"""The summary values that a batch of seeds reports as mean and ``<value>_std`` over seeds."""
+
+
+def summarize(final: dict[str, dict | list[dict]]) -> dict[str, dict]:
+    """Final mean test accuracy/loss per algorithm (from each algorithm's last history row).
+
+    With seeds (a list of last rows, :func:`last_points`): every value is the mean over the
+    seeds, each of :data:`SEED_SPREAD` also has ``<value>_std`` (the sample standard
+    deviation over seeds, ddof = 1), and ``seeds`` lists them."""
     out = {}
-    for name, row in final.items():
-        out[name] = {
-            "step": row["step"],
-            "epoch": row["epoch"],
-            "test_acc_mean": float(np.mean(row["test_acc_node"])),
-            "test_acc_min": float(np.min(row["test_acc_node"])),
-            "test_loss_mean": float(np.mean(row["test_loss_node"])),
-            "mean_model_test_acc": row["mean_model_test_acc"],
-            "consensus_distance": row["consensus_distance"],
-            "wall_time": row["wall_time"],
-        }
+    for name, rows in final.items():
+        if isinstance(rows, dict):
+            out[name] = _summary(rows)
+            continue
+        per = [_summary(r) for r in rows]
+        s = {k: (per[0][k] if k in ("step",) else float(np.mean([p[k] for p in per]))) for k in per[0]}
+        for k in SEED_SPREAD:
+            s[f"{k}_std"] = float(np.std([p[k] for p in per], ddof=1)) if len(per) > 1 else 0.0
+        s["seeds"] = [int(r["seed"]) for r in rows]
+        out[name] = s
     return out
 
 

@@ -434,13 +434,18 @@ def _training_inputs(plan: _RunPlan) -> _TrainingInputs:
 
     config, data = plan.config, plan.data
     model = models.get_model(config.model, num_classes=data.num_classes)
-    key = jax.random.PRNGKey(config.seed)
-    init_key, run_key = jax.random.split(key)
+    params0, run_keys = [], []
+    for seed in _seeds(config) or [config.seed]:  # seed s: initial models and the run's key from PRNGKey(s)
+        init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
+        params0.append(models.init_node_params(model, init_key, config.n_nodes, data.input_shape,
+                                               same_init=config.same_init))
+        run_keys.append(run_key)
+    stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs) if len(xs) > 1 else xs[0]
     return _TrainingInputs(
         model=model,
         loss_fn=models.classification_loss(model, l2=config.l2),
-        params0=models.init_node_params(model, init_key, config.n_nodes, data.input_shape, same_init=config.same_init),
-        run_key=run_key,
+        params0=stack(params0),
+        run_key=stack(run_keys),
         edge_schedule=masks.edge_schedule_from_string(config.edge_schedule),
         node_schedule=masks.AllNodes() if config.node_prob >= 1 else masks.BernoulliNodes(config.node_prob),
         runtime=runtime_from_string(config.runtime, config.n_nodes),
@@ -449,6 +454,11 @@ def _training_inputs(plan: _RunPlan) -> _TrainingInputs:
         train=NodeData(*(jnp.asarray(a) for a in data.train)),
         mean_count=float(np.mean(np.asarray(data.train.count))),
     )
+
+
+def _seeds(config: RunConfig) -> list[int] | None:
+    """The seeds of a batch of runs (``seeds`` > 1: seed, seed + 1, ...), else None (one run)."""
+    return None if config.seeds == 1 else [config.seed + r for r in range(config.seeds)]
 
 
 LONG_RUN_S = 600.0
@@ -498,14 +508,14 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
         algorithm, plan.topology, inputs.loss_fn, batch_size=config.batch_size,
         epoch_samples=config.epoch_samples or None, edge_schedule=inputs.edge_schedule,
         node_schedule=inputs.node_schedule, eval_every=config.eval_every, eval_fn=inputs.eval_fn,
-        runtime=inputs.runtime,
+        runtime=inputs.runtime, runs=None if config.seeds == 1 else config.seeds,
     )
     ckpt = plan.run_dir / "checkpoints" / f"{name}.npz"
     carry, history, wall0, saved_step = None, [], 0.0, None
     if ckpt.exists():
         carry, history, wall0 = load_checkpoint(ckpt, engine.init(inputs.params0, inputs.run_key),
                                                 plan.fingerprints[name])
-        saved_step = int(carry.step)
+        saved_step = int(np.max(np.asarray(carry.step)))
         if not quiet:
             print(f"[{name}] resuming from step {saved_step}", file=sys.stderr)
     if not quiet:
@@ -516,10 +526,10 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
             carry = engine.init(inputs.params0, inputs.run_key)  # the run continues from it
         _announce_long_run(engine, carry, inputs, plan, announce)
     progress = Progress(name, config.steps, quiet)
-    recorder = Recorder(name, config, inputs.mean_count, history, wall0)
+    recorder = Recorder(name, config, inputs.mean_count, history, wall0, seeds=_seeds(config))
     checkpointer = Checkpointer(ckpt, recorder, every=config.checkpoint_every, total_steps=config.steps,
                                 fingerprint=plan.fingerprints[name], saved_step=saved_step)
-    callbacks = [DivergenceCheck(algorithm, checkpointer), recorder, progress, checkpointer, StopOnInterrupt()]
+    callbacks = [DivergenceCheck(algorithm, checkpointer, seeds=_seeds(config)), recorder, progress, checkpointer, StopOnInterrupt()]
     if stop is not None:
         callbacks.append(stop)
     engine.run(inputs.params0, inputs.train, config.steps, inputs.run_key, eval_data=inputs.eval_data, carry=carry,
@@ -540,9 +550,10 @@ def _finish(plan: _RunPlan, histories: dict[str, list[dict]]) -> RunResult:
     return RunResult(run_dir, histories, final, plots)
 
 
-def _last_points(histories: dict[str, list[dict]]) -> dict[str, dict]:
-    """Each algorithm's last metric point (what final.json and the printed table show)."""
-    return {k: h[-1] for k, h in histories.items() if h}
+def _last_points(histories: dict[str, list[dict]]) -> dict[str, dict | list[dict]]:
+    """Each algorithm's last metric point (what final.json and the printed table show; with
+    seeds, every seed's row: :func:`ecl_jax.records.last_points`)."""
+    return {k: records.last_points(h) for k, h in histories.items() if h}
 
 
 def _title(config: RunConfig, topology) -> str:

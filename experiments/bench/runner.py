@@ -471,6 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per row with --baseline or --settings")
     p.add_argument("--settings", action="store_true",
                    help="ecl_jax's speed settings on and off on the KDD20 CNN (and logistic/MLP) rows, interleaved")
+    p.add_argument("--seeds", type=int, default=None, metavar="R",
+                   help="R seeds of the default job (ecl-jax run --seeds R) as one program against R sequential "
+                        "runs, --seeds-steps steps each; prints the wall times and their ratio")
+    p.add_argument("--seeds-steps", type=int, default=500, metavar="T", help="steps per run with --seeds (default 500)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
@@ -480,6 +484,18 @@ def main(argv: list[str] | None = None) -> int:
         models = set(args.only.split(",")) if args.only else None
         path = compare_trees(Path(args.baseline), Path(args.out or "runs/bench_compare"), args.rounds, models)
         print(f"wrote {path}")
+        return 0
+    if args.seeds is not None:
+        if args.seeds < 2 or args.seeds_steps < 1:
+            p.error(f"--seeds needs R >= 2 and --seeds-steps T >= 1, got R={args.seeds}, T={args.seeds_steps}")
+        row = _launch(dict(kind="seeds", seeds=args.seeds, steps=args.seeds_steps), 3600)
+        if row.get("status") != "ok":
+            print(f"seeds benchmark failed: {row.get('status')}", file=sys.stderr)
+            return 1
+        print(f"{machine_info()['cpu']}: {args.seeds} seeds x {args.seeds_steps} steps of the default job "
+              f"({', '.join(row['algorithms'])}, N={row['n_nodes']}): one program {row['batched_s']:.1f} s, "
+              f"{args.seeds} sequential runs {row['sequential_s']:.1f} s, ratio {row['speedup']:.2f}x "
+              f"(final accuracies agree to {row['max_acc_gap']:.1e})")
         return 0
     if args.settings:
         path = compare_settings(Path(args.out or "runs/bench_settings"), args.rounds)

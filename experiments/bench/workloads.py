@@ -556,7 +556,39 @@ def work_user_rule(cfg: dict) -> dict:
     )
 
 
+def work_seeds(cfg: dict) -> dict:
+    """``seeds`` seeds of the default job (``ecl-jax run``, cut to ``steps`` steps) as one
+    program (``--seeds``) against the same seeds run one after another, each a whole
+    ``run_experiment`` (data, compilation, checkpoints, plots) as a user would run them;
+    wall seconds of each side and the ratio sequential / batched."""
+    import dataclasses
+    import tempfile
+
+    from ecl_jax.config import load_experiment
+    from ecl_jax.runner import run_experiment
+
+    config, _ = load_experiment(None)
+    seeds, steps = int(cfg["seeds"]), int(cfg["steps"])
+    with tempfile.TemporaryDirectory() as tmp:
+        base = dataclasses.replace(config, steps=steps, out_dir=tmp)
+        t0 = time.perf_counter()
+        batched = run_experiment(dataclasses.replace(base, name="batched", seeds=seeds), quiet=True)
+        batched_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        alone = [run_experiment(dataclasses.replace(base, name=f"seed{s}", seed=s), quiet=True) for s in range(seeds)]
+        sequential_s = time.perf_counter() - t0
+    from ecl_jax.records import summarize
+
+    mean_acc = lambda final: {k: v["test_acc_mean"] for k, v in summarize(final).items()}
+    per_seed = [mean_acc(r.final) for r in alone]
+    same = {k: abs(summarize(batched.final)[k]["test_acc_mean"] - sum(p[k] for p in per_seed) / seeds)
+            for k in per_seed[0]}
+    return dict(batched_s=batched_s, sequential_s=sequential_s, speedup=sequential_s / batched_s,
+                algorithms=list(config.algorithms), n_nodes=config.n_nodes, max_acc_gap=max(same.values()))
+
+
 WORKLOADS = {
+    "seeds": work_seeds,
     "user_rule": work_user_rule,
     "engine": work_engine,
     "layout": work_engine,
