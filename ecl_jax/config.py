@@ -337,11 +337,12 @@ def _to_tuple(v):
 
 SAME_SETTING_FIELDS = frozenset({
     "name", "out_dir", "data_dir", "steps", "eval_every", "eval_batch", "checkpoint_every", "x_axis",
-    "description", "algorithms", "options", "published", "published_note",
+    "description", "algorithms", "options", "published", "published_note", "seeds",
 })
 """Fields a command line may change and still run the setting an experiment's published
 values are for: where results go, how long (a published final stays the target), how
-often to evaluate and save, which of its algorithms. ``options`` counts per algorithm."""
+often to evaluate and save, which of its algorithms, how many seeds (their mean is
+compared with the published value). ``options`` counts per algorithm."""
 
 
 def published_for(written: RunConfig, run: RunConfig) -> RunConfig:

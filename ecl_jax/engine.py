@@ -32,7 +32,7 @@ import numpy as np
 
 from ecl_jax.algorithms.base import Algorithm, tree_constant_dtype
 from ecl_jax.execution import (UNROLL_MAX_NODES, ExecutionPlan, Executor, check_runs_fit, check_settings, make_plan,
-                               node_gradients, run_bytes, steps_done)
+                               node_gradients, run_bytes, run_invariant, steps_done)
 from ecl_jax.masks import AllNodes, AlwaysEdges
 from ecl_jax.metrics import consensus_distance, mean_params, model_metrics
 from ecl_jax.models import mixed_precision
@@ -308,7 +308,8 @@ class Engine:
         self._executor.traces += 1
 
         def body(c, _):
-            c = jax.lax.cond(c.step < total_steps, lambda cc: self._one_step(cc, data, plan), lambda cc: cc, c)
+            c = jax.lax.cond(run_invariant(c.step) < total_steps, lambda cc: self._one_step(cc, data, plan),
+                             lambda cc: cc, c)  # every run of a batch is at the same step
             return c, None
 
         carry, _ = jax.lax.scan(body, carry, None, length=self.eval_every)

@@ -29,7 +29,7 @@ import numpy as np
 from ecl_jax.errors import MemoryLimitError
 
 __all__ = ["ExecutionPlan", "Executor", "make_plan", "check_settings", "has_convolutions", "node_gradients",
-           "steps_done", "run_bytes", "available_bytes", "check_runs_fit", "UNROLL_MAX_NODES", "LOOPS", "NODE_GRADS"]
+           "steps_done", "run_invariant", "run_bytes", "available_bytes", "check_runs_fit", "UNROLL_MAX_NODES", "LOOPS", "NODE_GRADS"]
 
 UNROLL_MAX_NODES = 128
 """The largest N for which ``node_grads="auto"`` unrolls the per-node gradients."""
@@ -162,6 +162,20 @@ def _over_runs(fn: Callable) -> Callable:
     def over_runs(carry, *shared, **static):
         return jax.vmap(lambda c: fn(c, *shared, **static))(carry)
     return over_runs
+
+
+@jax.custom_batching.custom_vmap
+def run_invariant(x: jax.Array) -> jax.Array:
+    """``x``, a value every run of a batch holds alike (the step counter) or whose value does
+    not matter (a predicate both of whose branches compute the same); under the ``vmap`` over
+    runs its first entry, unbatched, so a ``lax.cond`` on it stays a conditional instead of a
+    select that computes both branches."""
+    return x
+
+
+@run_invariant.def_vmap
+def _run_invariant_rule(axis_size: int, in_batched: list[bool], x: jax.Array):
+    return (x[0] if in_batched[0] else x), False
 
 
 def steps_done(carry: Any) -> int:

@@ -217,3 +217,22 @@ def test_a_diverged_seed_is_named():
                                                       carry.state))
     with pytest.raises(DivergenceError, match=r"in seed\(s\) 12 by"):
         check(bad, {"step": np.zeros(R), "consensus_distance": np.ones(R)})
+
+
+def test_a_batch_keeps_the_conditionals_of_one_run():
+    """The step bound and for_each_node's fusion boundary (a conditional on the CPU) stay
+    conditionals in a batch of runs (execution.run_invariant), not selects that compute both
+    branches: the batched chunk's optimised HLO has as many as one run's."""
+    data = _data()
+    counts = []
+    for runs in (None, R):
+        engine = eng.Engine(ecl_pdmm(lr=0.1), tp.ring(N), _logistic_loss, runs=runs, batch_size=4, eval_every=5,
+                            loop="scan")
+        params = _params(0) if runs is None else np.stack([_params(r) for r in range(R)])
+        key = jax.random.PRNGKey(0) if runs is None else jax.random.split(jax.random.PRNGKey(0), R)
+        carry = engine.init(params, key)
+        hlo = engine.lower(carry, engine.check_data(data), 10).compile().as_text()
+        counts.append(len(re.findall(r"\bconditional\(", hlo)))
+    if jax.default_backend() == "cpu":
+        assert counts[0] >= 2  # the step bound and at least one for_each_node boundary
+    assert counts[1] == counts[0]

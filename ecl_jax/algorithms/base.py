@@ -22,6 +22,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from ecl_jax.execution import run_invariant
 from ecl_jax.layouts import expand
 from ecl_jax.masks import computes
 from ecl_jax.participation import check_masks
@@ -126,7 +127,10 @@ def materialized(fn: Callable[..., Any], *args: Any, token: jax.Array) -> Any:
     if jax.default_backend() != "cpu":
         return fn(*args)
     # Both branches compute fn, so the result is right whatever the predicate says.
-    return jax.lax.cond(jnp.asarray(token) >= 0, fn, fn, *args)
+    # run_invariant: under a batch of runs a batched predicate would make the conditional a
+    # select computing both branches (twice the work) and fusing across them (no boundary)
+    return jax.lax.cond(run_invariant(jnp.asarray(token)) >= 0, fn, fn, *args)
+
 
 
 def _computing(node_active: Any, n_nodes: int | None) -> jax.Array:
