@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", action="store_true",
                    help="ecl_jax's speed settings on and off on the KDD20 CNN (and logistic/MLP) rows, interleaved")
     p.add_argument("--seeds", type=int, default=None, metavar="R",
-                   help="R seeds of the default job (ecl-jax run --seeds R) as one program against R sequential "
+                   help="R seeds of the default job (ecl-jax run experiments/default.py --seeds R) as one program against R sequential "
                         "runs, --seeds-steps steps each; prints the wall times and their ratio")
     p.add_argument("--seeds-steps", type=int, default=500, metavar="T", help="steps per run with --seeds (default 500)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seeds benchmark failed: {row.get('status')}", file=sys.stderr)
             return 1
         print(f"{machine_info()['cpu']}: {args.seeds} seeds x {args.seeds_steps} steps of the default job "
-              f"({', '.join(row['algorithms'])}, N={row['n_nodes']}): one program {row['batched_s']:.1f} s, "
+              f"({row['model']}, {', '.join(row['algorithms'])}, N={row['n_nodes']}): one program {row['batched_s']:.1f} s, "
               f"{args.seeds} sequential runs {row['sequential_s']:.1f} s, ratio {row['speedup']:.2f}x "
               f"(final accuracies agree to {row['max_acc_gap']:.1e})")
         return 0

@@ -557,7 +557,7 @@ def work_user_rule(cfg: dict) -> dict:
 
 
 def work_seeds(cfg: dict) -> dict:
-    """``seeds`` seeds of the default job (``ecl-jax run``, cut to ``steps`` steps) as one
+    """``seeds`` seeds of the default job (``ecl-jax run experiments/default.py``, cut to ``steps`` steps) as one
     program (``--seeds``) against the same seeds run one after another, each a whole
     ``run_experiment`` (data, compilation, checkpoints, plots) as a user would run them;
     wall seconds of each side and the ratio sequential / batched."""
@@ -567,7 +567,7 @@ def work_seeds(cfg: dict) -> dict:
     from ecl_jax.config import load_experiment
     from ecl_jax.runner import run_experiment
 
-    config, _ = load_experiment(None)
+    config, _ = load_experiment(str(Path(__file__).resolve().parents[2] / "experiments" / "default.py"))
     seeds, steps = int(cfg["seeds"]), int(cfg["steps"])
     with tempfile.TemporaryDirectory() as tmp:
         base = dataclasses.replace(config, steps=steps, out_dir=tmp)
@@ -584,7 +584,8 @@ def work_seeds(cfg: dict) -> dict:
     same = {k: abs(summarize(batched.final)[k]["test_acc_mean"] - sum(p[k] for p in per_seed) / seeds)
             for k in per_seed[0]}
     return dict(batched_s=batched_s, sequential_s=sequential_s, speedup=sequential_s / batched_s,
-                algorithms=list(config.algorithms), n_nodes=config.n_nodes, max_acc_gap=max(same.values()))
+                algorithms=list(config.algorithms), n_nodes=config.n_nodes, model=config.model,
+                max_acc_gap=max(same.values()))
 
 
 WORKLOADS = {
