@@ -308,7 +308,7 @@ class Engine:
         self._executor.traces += 1
 
         def body(c, _):
-            c = jax.lax.cond(run_invariant(c.step) < total_steps, lambda cc: self._one_step(cc, data, plan),
+            c = jax.lax.cond(run_invariant(c.step < total_steps), lambda cc: self._one_step(cc, data, plan),
                              lambda cc: cc, c)  # every run of a batch is at the same step
             return c, None
 

@@ -169,7 +169,8 @@ def run_invariant(x: jax.Array) -> jax.Array:
     """``x``, a value every run of a batch holds alike (the step counter) or whose value does
     not matter (a predicate both of whose branches compute the same); under the ``vmap`` over
     runs its first entry, unbatched, so a ``lax.cond`` on it stays a conditional instead of a
-    select that computes both branches."""
+    select that computes both branches. Give it the predicate (a bool, which carries no
+    tangent), not a float: it has no differentiation rule of its own."""
     return x
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -236,3 +237,15 @@ def test_a_batch_keeps_the_conditionals_of_one_run():
     if jax.default_backend() == "cpu":
         assert counts[0] >= 2  # the step bound and at least one for_each_node boundary
     assert counts[1] == counts[0]
+
+
+def test_gradients_flow_through_the_fusion_boundary_alone_and_in_a_batch():
+    """run_invariant takes the predicate, which has no tangent, so a run stays differentiable
+    (one run and under the vmap over runs) with the CPU conditional of for_each_node."""
+    from ecl_jax.algorithms.base import for_each_node
+
+    f = lambda w: (for_each_node(lambda a: a ** 2, w) * 3.0).sum()
+    w = jnp.arange(1.0, 7.0).reshape(N, 1)
+    np.testing.assert_allclose(jax.grad(f)(w), 6.0 * w)
+    ws = jnp.stack([w, 2 * w])
+    np.testing.assert_allclose(jax.vmap(jax.grad(f))(ws), 6.0 * ws)

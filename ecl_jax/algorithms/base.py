@@ -129,7 +129,7 @@ def materialized(fn: Callable[..., Any], *args: Any, token: jax.Array) -> Any:
     # Both branches compute fn, so the result is right whatever the predicate says.
     # run_invariant: under a batch of runs a batched predicate would make the conditional a
     # select computing both branches (twice the work) and fusing across them (no boundary)
-    return jax.lax.cond(run_invariant(jnp.asarray(token)) >= 0, fn, fn, *args)
+    return jax.lax.cond(run_invariant(jnp.asarray(token) >= 0), fn, fn, *args)
 
 
 
