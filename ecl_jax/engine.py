@@ -31,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax.algorithms.base import Algorithm, tree_constant_dtype
-from ecl_jax.execution import (UNROLL_MAX_NODES, ExecutionPlan, Executor, check_runs_fit, check_settings, make_plan,
-                               node_gradients, run_bytes, run_invariant, steps_done)
+from ecl_jax.execution import (UNROLL_MAX_NODES, ExecutionPlan, Executor, check_run_axis, check_runs_fit,
+                               check_settings, make_plan, minibatch_bytes, node_gradients, one_run, run_bytes,
+                               run_invariant, steps_done)
 from ecl_jax.masks import AllNodes, AlwaysEdges
 from ecl_jax.metrics import consensus_distance, mean_params, model_metrics
 from ecl_jax.models import mixed_precision
@@ -147,7 +148,11 @@ class Engine:
         another leaf), so the carry can be donated to :meth:`run_chunk`. With ``runs``,
         params [R, N, ...] and keys [R] give R carries stacked on a leading run axis.
         """
-        carry = self._init_one(params, key) if self.runs is None else jax.vmap(self._init_one)(*self._per_run(params, key))
+        if self.runs is None:
+            carry = self._init_one(params, key)
+        else:
+            check_run_axis(self.runs, params, key)
+            carry = jax.vmap(self._init_one)(params, jnp.asarray(key))
         return jax.tree_util.tree_map(jnp.copy, carry) if self.donate else carry
 
     def _init_one(self, params, key: jax.Array) -> Carry:
@@ -155,31 +160,16 @@ class Engine:
         n = self.topology.n_nodes
         return Carry(state, jnp.zeros((), jnp.int32), key, self.participation.init(key), self.sampler.init(n, key))
 
-    def _per_run(self, params, key: jax.Array) -> tuple[Any, jax.Array]:
-        """``params`` and ``key`` checked to carry the leading run axis of size ``runs``."""
-        r = self.runs
-        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-            if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != r:
-                raise ValueError(f"runs={r}: params need a leading run axis of size {r} ([runs, N, ...]), "
-                                 f"but params{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}")
-        key = jnp.asarray(key)
-        single = 0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1  # a raw key is [2] uint32
-        if key.ndim != single + 1 or key.shape[0] != r:
-            raise ValueError(f"runs={r}: give one PRNG key per run (e.g. jax.random.split(key, {r})), "
-                             f"got key shape {tuple(key.shape)}")
-        return params, key
-
     def _check_memory(self, params, key: jax.Array, data: NodeData, carry: Carry | None = None) -> None:
         """With ``runs``: refuse, before anything is compiled, a batch estimated not to fit
         (:func:`~ecl_jax.execution.check_runs_fit`, naming the largest that fits)."""
         if self.runs is None:
             return
-        first = lambda tree: jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a)[1:], jnp.result_type(a)), tree)
-        one = first(carry) if carry is not None else jax.eval_shape(self._init_one, *map(first, self._per_run(params, key)))
-        rows = self.batch_size or data.x.shape[1]
-        row_bytes = sum(int(np.prod(a.shape[2:])) * a.dtype.itemsize for a in (data.x, data.y))
-        batch = self.topology.n_nodes * rows * row_bytes
-        check_runs_fit(self.runs, run_bytes(one, jax.eval_shape(self.algorithm.node_params, one.state), batch))
+        if carry is None:
+            check_run_axis(self.runs, params, key)
+        one = one_run(carry) if carry is not None else jax.eval_shape(self._init_one, *one_run((params, key)))
+        params = jax.eval_shape(self.algorithm.node_params, one.state)
+        check_runs_fit(self.runs, run_bytes(one, params, minibatch_bytes(data, self.batch_size)))
 
     def check_data(self, data: NodeData) -> NodeData:
         """``data`` as device arrays, checked against the topology's N (:meth:`NodeData.for_nodes`)."""

@@ -29,7 +29,7 @@ import numpy as np
 from ecl_jax.errors import MemoryLimitError
 
 __all__ = ["ExecutionPlan", "Executor", "make_plan", "check_settings", "has_convolutions", "node_gradients",
-           "steps_done", "run_invariant", "run_bytes", "available_bytes", "check_runs_fit", "UNROLL_MAX_NODES", "LOOPS", "NODE_GRADS"]
+           "steps_done", "run_invariant", "check_run_axis", "one_run", "minibatch_bytes", "run_bytes", "available_bytes", "check_runs_fit", "UNROLL_MAX_NODES", "LOOPS", "NODE_GRADS"]
 
 UNROLL_MAX_NODES = 128
 """The largest N for which ``node_grads="auto"`` unrolls the per-node gradients."""
@@ -270,6 +270,32 @@ class Executor:
 
 def _bytes(tree: Any) -> int:
     return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in jax.tree_util.tree_leaves(tree))
+
+
+def check_run_axis(runs: int, params: Any, key: Any) -> None:
+    """ValueError unless every leaf of ``params`` and ``key`` has the leading run axis of size
+    ``runs`` (params [R, N, ...]; one PRNG key per run: [R] typed or [R, 2] raw keys)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != runs:
+            raise ValueError(f"runs={runs}: params need a leading run axis of size {runs} ([runs, N, ...]), "
+                             f"but params{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}")
+    key = jnp.asarray(key)
+    single = 0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1  # a raw key is [2] uint32
+    if key.ndim != single + 1 or key.shape[0] != runs:
+        raise ValueError(f"runs={runs}: give one PRNG key per run (e.g. jax.random.split(key, {runs})), "
+                         f"got key shape {tuple(key.shape)}")
+
+
+def one_run(tree: Any) -> Any:
+    """The abstract shapes of one run of a batch (every leaf without its leading run axis)."""
+    return jax.tree_util.tree_map(lambda a: _drop_axis(_abstract(a)), tree)
+
+
+def minibatch_bytes(data: Any, batch_size: int | None) -> int:
+    """Bytes of one minibatch of node data x [N, M, ...], y [N, M, ...]: ``batch_size`` rows
+    per node (None: all M)."""
+    rows = batch_size or data.x.shape[1]
+    return sum(int(np.prod(a.shape)) // a.shape[1] * rows * np.dtype(a.dtype).itemsize for a in (data.x, data.y))
 
 
 def run_bytes(carry: Any, params: Any, batch_bytes: int) -> int:
