@@ -26,6 +26,7 @@ import numpy as np
 from ecl_jax.algorithms.base import Algorithm
 from ecl_jax.checkpoint import save_checkpoint
 from ecl_jax.errors import INTERRUPTED
+from ecl_jax.execution import steps_done
 from ecl_jax.records import history_row
 from ecl_jax.registry import algorithm_settings
 
@@ -48,7 +49,7 @@ def _duration(seconds: float) -> str:
 
 def _step_of(carry) -> int:
     """The step of a :class:`~ecl_jax.engine.Carry` (or a step number given directly)."""
-    return int(np.max(np.asarray(carry.step))) if hasattr(carry, "step") else int(carry)  # a batch: one step
+    return steps_done(carry) if hasattr(carry, "step") else int(carry)
 
 
 class Progress:
@@ -106,8 +107,9 @@ class Recorder:
         if self.seeds is None:
             self.history.append(history_row(metrics, self.algo, self.config, self.mean_count, self.wall))
             return
+        metrics = {k: np.asarray(v) for k, v in metrics.items()}
         for r, seed in enumerate(self.seeds):
-            one = {k: np.asarray(v)[r] for k, v in metrics.items()}
+            one = {k: v[r] for k, v in metrics.items()}
             self.history.append(history_row(one, self.algo, self.config, self.mean_count, self.wall, seed=seed))
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax.errors import CheckpointError
+from ecl_jax.execution import steps_done
 from ecl_jax.run_folder import atomic_write_bytes
 
 __all__ = [
@@ -110,7 +111,7 @@ def save_checkpoint(path: pathlib.Path, carry: Any, history: list[dict], wall: f
     path = pathlib.Path(path)
     leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(jax.device_get(carry))]
     arrays = {f"leaf_{i}": a for i, a in enumerate(leaves)}
-    step = int(np.max(np.asarray(carry.step))) if hasattr(carry, "step") else -1  # a batch of runs: one step
+    step = steps_done(carry) if hasattr(carry, "step") else -1
     buf = io.BytesIO()
     np.savez(
         buf,

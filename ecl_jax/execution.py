@@ -29,7 +29,8 @@ import numpy as np
 from ecl_jax.errors import MemoryLimitError
 
 __all__ = ["ExecutionPlan", "Executor", "make_plan", "check_settings", "has_convolutions", "node_gradients",
-           "steps_done", "run_invariant", "check_run_axis", "one_run", "minibatch_bytes", "run_bytes", "available_bytes", "check_runs_fit", "UNROLL_MAX_NODES", "LOOPS", "NODE_GRADS"]
+           "steps_done", "run_invariant", "check_run_axis", "one_run", "minibatch_bytes", "run_bytes",
+           "available_bytes", "check_runs_fit", "UNROLL_MAX_NODES", "LOOPS", "NODE_GRADS"]
 
 UNROLL_MAX_NODES = 128
 """The largest N for which ``node_grads="auto"`` unrolls the per-node gradients."""
@@ -180,7 +181,8 @@ def _run_invariant_rule(axis_size: int, in_batched: list[bool], x: jax.Array):
 
 
 def steps_done(carry: Any) -> int:
-    """The steps a carry has taken (``carry.step``; every run of a batch is at the same step)."""
+    """The steps a carry has taken (``carry.step``: a scalar, or [R] in a batch of runs, all at
+    the same step)."""
     return int(np.max(np.asarray(carry.step)))
 
 
@@ -217,9 +219,7 @@ class Executor:
         memoised on them."""
         key = _spec_key((state, x, y))
         if key not in self._convolutions:
-            state = jax.tree_util.tree_map(_abstract, state)
-            if self.runs is not None:  # run 0's state
-                state = jax.tree_util.tree_map(_drop_axis, state)
+            state = jax.tree_util.tree_map(_abstract, state) if self.runs is None else one_run(state)
             node0 = jax.tree_util.tree_map(_drop_axis, jax.eval_shape(node_params, state))
             rows_of = lambda a: jax.ShapeDtypeStruct((rows,) + tuple(a.shape[2:]), jnp.result_type(a))
             self._convolutions[key] = has_convolutions(loss_fn, node0, rows_of(x), rows_of(y))

@@ -76,12 +76,12 @@ def _series(history: list[dict], key: str, x_axis: str = "epoch"):
         return None
     node_mean = lambda v: np.atleast_1d(np.asarray(v, float))
     if history and "seed" in history[0]:
-        steps: dict = {}
-        for r, v in zip(history, vals):
-            steps.setdefault(r["step"], []).append((r, node_mean(v).mean()))
-        points = [steps[s] for s in sorted(steps)]
-        x = np.array([p[0][0][x_axis] for p in points])
-        by_step = [np.array([m for _, m in p]) for p in points]
+        rows: dict = {}  # step -> that point's rows, one per seed
+        for r in history:
+            rows.setdefault(r["step"], []).append(r)
+        points = [rows[s] for s in sorted(rows)]
+        x = np.array([p[0][x_axis] for p in points])
+        by_step = [np.array([node_mean(r[key]).mean() for r in p]) for p in points]
         mean = np.array([m.mean() for m in by_step])
         std = np.array([m.std(ddof=1) if m.size > 1 else 0.0 for m in by_step])
         lo = np.maximum(mean - std, [m.min() for m in by_step])  # within the seeds' values (positive on log axes)
@@ -469,7 +469,7 @@ def _seed_mean(hist: list[dict]) -> dict:
     for k, v in rows[-1].items():
         if isinstance(v, list):
             out[k] = np.mean([r[k] for r in rows], axis=0).tolist()
-        elif isinstance(v, float) and k not in ("step", "seed"):
+        elif isinstance(v, float):  # step and seed are ints: kept
             out[k] = float(np.mean([r[k] for r in rows]))
     return out
 

@@ -90,7 +90,7 @@ def summarize(final: dict[str, dict | list[dict]]) -> dict[str, dict]:
             out[name] = _summary(rows)
             continue
         per = [_summary(r) for r in rows]
-        s = {k: (per[0][k] if k in ("step",) else float(np.mean([p[k] for p in per]))) for k in per[0]}
+        s = {k: per[0][k] if k == "step" else float(np.mean([p[k] for p in per])) for k in per[0]}
         for k in SEED_SPREAD:
             s[f"{k}_std"] = float(np.std([p[k] for p in per], ddof=1)) if len(per) > 1 else 0.0
         s["seeds"] = [int(r["seed"]) for r in rows]

@@ -54,6 +54,7 @@ from ecl_jax.checkpoint import (
 )
 from ecl_jax.config import ConfigError, RunConfig, config_to_dict
 from ecl_jax.engine import Engine
+from ecl_jax.execution import steps_done
 from ecl_jax.errors import RunFolderError
 from ecl_jax.node_data import NodeData
 from ecl_jax.records import summarize, write_metrics_csv
@@ -515,7 +516,7 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
     if ckpt.exists():
         carry, history, wall0 = load_checkpoint(ckpt, engine.init(inputs.params0, inputs.run_key),
                                                 plan.fingerprints[name])
-        saved_step = int(np.max(np.asarray(carry.step)))
+        saved_step = steps_done(carry)
         if not quiet:
             print(f"[{name}] resuming from step {saved_step}", file=sys.stderr)
     if not quiet:

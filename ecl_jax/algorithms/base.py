@@ -132,7 +132,6 @@ def materialized(fn: Callable[..., Any], *args: Any, token: jax.Array) -> Any:
     return jax.lax.cond(run_invariant(jnp.asarray(token) >= 0), fn, fn, *args)
 
 
-
 def _computing(node_active: Any, n_nodes: int | None) -> jax.Array:
     """The bool [N] mask of the nodes that compute (``node_active``: bool [N] or an
     :class:`~ecl_jax.masks.Activity`), asserted to be bool of length ``n_nodes`` (None: any)."""
