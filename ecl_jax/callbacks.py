@@ -88,29 +88,29 @@ class Progress:
 
 class Recorder:
     """Appends a history row (:func:`ecl_jax.records.history_row`) per chunk to ``history``;
-    with ``seeds`` (a batch of runs, one per seed: every metric has a leading run axis) one
-    row per seed, each with its ``seed``.
+    with ``runs`` (a batch of runs: every metric has a leading run axis) one row per run, each
+    with that run's tags (its ``seed``; in a sweep its ``run`` label and swept values).
 
     ``wall`` is the run's wall time so far: ``wall0`` (from a checkpoint) plus the time
     since this recorder was made.
     """
 
     def __init__(self, algo: str, config: Any, mean_count: float, history: list[dict] | None = None,
-                 wall0: float = 0.0, seeds: list[int] | None = None):
-        self.algo, self.config, self.mean_count, self.seeds = algo, config, mean_count, seeds
+                 wall0: float = 0.0, runs: list[dict] | None = None):
+        self.algo, self.config, self.mean_count, self.runs = algo, config, mean_count, runs
         self.history = [] if history is None else history
         self.wall0 = self.wall = wall0
         self.start = time.time()
 
     def __call__(self, carry, metrics: dict) -> None:
         self.wall = self.wall0 + time.time() - self.start
-        if self.seeds is None:
+        if self.runs is None:
             self.history.append(history_row(metrics, self.algo, self.config, self.mean_count, self.wall))
             return
         metrics = {k: np.asarray(v) for k, v in metrics.items()}
-        for r, seed in enumerate(self.seeds):
+        for r, tags in enumerate(self.runs):
             one = {k: v[r] for k, v in metrics.items()}
-            self.history.append(history_row(one, self.algo, self.config, self.mean_count, self.wall, seed=seed))
+            self.history.append(history_row(one, self.algo, self.config, self.mean_count, self.wall, tags=tags))
 
 
 class Checkpointer:
@@ -138,18 +138,19 @@ class DivergenceCheck:
     """Raises :class:`DivergenceError` when a metric or a node model is NaN/inf.
 
     The message names the algorithm, the step, its settings, and whether the
-    ``checkpointer``'s last good checkpoint is kept or none exists yet; with ``seeds`` (a
-    batch of runs: a leading run axis on the state and every metric) also which seeds.
+    ``checkpointer``'s last good checkpoint is kept or none exists yet; with ``runs`` (a
+    batch: a leading run axis on the state and every metric; a label per run, "seed 3",
+    "eta=0.5 seed 3") also which runs.
     """
 
     def __init__(self, algorithm: Algorithm, checkpointer: Checkpointer | None = None,
-                 seeds: list[int] | None = None):
-        self.algorithm, self.checkpointer, self.seeds = algorithm, checkpointer, seeds
+                 runs: list[str] | None = None):
+        self.algorithm, self.checkpointer, self.runs = algorithm, checkpointer, runs
 
     def __call__(self, carry, metrics: dict) -> None:
-        batched = self.seeds is not None
+        batched = self.runs is not None
         node_params = jax.vmap(self.algorithm.node_params) if batched else self.algorithm.node_params
-        runs = len(self.seeds) if batched else 1
+        runs = len(self.runs) if batched else 1
         finite = lambda xp, v: xp.isfinite(v).reshape(runs, -1).all(1)  # per run: every value finite
         ok = np.ones(runs, bool)
         for v in (np.asarray(v) for k, v in metrics.items() if k != "step"):  # on the host already
@@ -160,7 +161,7 @@ class DivergenceCheck:
             saved = None if self.checkpointer is None else self.checkpointer.saved_step
             kept = ("no checkpoint exists yet for it (the divergence came before the first one was written)"
                     if saved is None else f"its last good checkpoint (step {saved}) is kept")
-            which = "" if not batched else f" in seed(s) {', '.join(str(s) for s, g in zip(self.seeds, ok) if not g)}"
+            which = "" if not batched else f" in {', '.join(label for label, g in zip(self.runs, ok) if not g)}"
             raise DivergenceError(
                 f"{self.algorithm.name} diverged (NaN/inf){which} by step {_step_of(carry)} with settings "
                 f"{algorithm_settings(self.algorithm)}; {kept}. Lower lr (raise mu) or raise eta."

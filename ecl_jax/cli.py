@@ -51,7 +51,9 @@ def resolve_run(args: argparse.Namespace):
     ``--smoke``, the ``--set`` / ``--algorithms`` overrides, the run folder's name and the
     published values kept for this setting. Validates everything a config can; reads no
     data and writes nothing (tests/test_quoted_commands.py checks every quoted command with it)."""
-    from ecl_jax.config import ConfigError, apply_overrides, load_experiment, published_for
+    import json
+
+    from ecl_jax.config import ConfigError, apply_overrides, load_experiment, parse_sweep, published_for
 
     config, smoke = load_experiment(args.config)  # the experiment file runs once
     user = list(args.set or [])
@@ -61,13 +63,17 @@ def resolve_run(args: argparse.Namespace):
         user.append(f"algorithms={args.algorithms}")
     if getattr(args, "seeds", None) is not None:
         user.append(f"seeds={args.seeds}")
-    overrides = list(user)
+    overrides, named = list(user), list(user)
+    if getattr(args, "sweep", None):
+        sweep = dict(config.sweep, **parse_sweep(args.sweep))  # --sweep KEY=... adds to (or replaces) the file's
+        overrides.append(f"sweep={json.dumps(sweep)}")
+        named += [f"sweep-{item.strip()}" for item in args.sweep]
     base = config.name if args.config else "builtin"
     if args.smoke:
         overrides = list(smoke or ["steps=60", "eval_every=20", "n_train=1000", "n_test=200"]) + overrides
         base = f"{base}_smoke"
     if not any(o.split("=", 1)[0].strip() == "name" for o in user):
-        overrides.append(f"name={run_name(base, user)}")
+        overrides.append(f"name={run_name(base, named)}")
     return published_for(config, apply_overrides(config, overrides))
 
 
@@ -144,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "minibatches, masks; the split shared) as one compiled program; metrics.csv gets a seed "
                    "column, final.json and the table mean +- std over seeds, the plots a band across seeds "
                    "(same as --set seeds=R)")
+    r.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...", help="a grid run as one compiled program "
+                   "with the seeds (repeatable: every combination): lr or eta for every algorithm that reads it, "
+                   "ALGO.OPTION for one algorithm's float option, e.g. --sweep lr=0.01,0.03,0.1 --sweep "
+                   "ecl-pdmm.eta=0.5,1,2; one line per point in the plots, table and final.json, a run column "
+                   "in metrics.csv (same as --set sweep={\"lr\": [...]})")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.add_argument("--fresh", action="store_true", help="empty this run's folder (only one that ecl_jax made) "
                    "and start over, after the new config and its data have been checked")

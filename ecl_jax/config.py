@@ -61,6 +61,10 @@ class RunConfig:
     ``seed``: initial models, minibatches and masks (not the split: ``partition_seed``);
     ``seeds`` R > 1: R runs of every algorithm as one program (seeds ``seed`` .. ``seed`` +
     R - 1, the split shared; docs/outputs.md#seeds).
+    ``sweep``: a grid run as one program with the seeds, ``{"lr": [0.01, 0.1],
+    "ecl-pdmm.eta": [0.5, 1, 2]}``: ``lr`` and ``eta`` for every algorithm that reads them,
+    ``ALGO.OPTION`` for one algorithm's float option; every combination of values is a line
+    of its own (docs/outputs.md#sweeps).
     ``epoch_samples``: 0 = every minibatch drawn uniformly with replacement; L (a multiple
     of ``batch_size``) = each node walks a fresh permutation of 0..L-1 (modulo its data
     count) every L / batch_size own steps (the ICML21 code: L = 12,800).
@@ -106,6 +110,7 @@ class RunConfig:
     same_init: bool = True
     seed: int = 0
     seeds: int = 1
+    sweep: dict = dataclasses.field(default_factory=dict)
     checkpoint_every: int = 1
     eval_batch: int = 1000
     out_dir: str = "runs"
@@ -170,6 +175,7 @@ def check_config(c: "RunConfig") -> None:
         raise ConfigError(f"data_dir must be a folder path or None, got {c.data_dir!r}")
     _check_choices(c)
     _check_algorithms(c)
+    _check_sweep(c)
     _check_published(c)
 
 
@@ -264,6 +270,90 @@ def _check_algorithms(c: "RunConfig") -> None:
     if not isinstance(c.options, dict) or not all(isinstance(v, dict) for v in c.options.values()):
         raise ConfigError(f"options must be a dict of algorithm -> {{option: value}}, got {c.options!r}")
     check_options(c)
+
+
+SWEEP_GLOBALS = ("lr", "eta")
+"""Config fields a sweep can vary; every other swept value is an ``ALGO.OPTION``."""
+
+
+def sweep_targets(c: "RunConfig", key: str) -> list[tuple[str, str]]:
+    """(algorithm, option) pairs of the run that a sweep key varies: ``lr`` / ``eta`` every
+    algorithm that takes that option, ``ALGO.OPTION`` that one."""
+    from ecl_jax.registry import ALGORITHMS
+
+    if "." in key:
+        algo, opt = key.split(".", 1)
+        return [(algo, opt)]
+    return [(a, key) for a in c.algorithms if key in ALGORITHMS[a].options]
+
+
+def _check_sweep(c: "RunConfig") -> None:
+    """A sweep names float options of the run's algorithms, each with distinct numbers;
+    ints, switches and rules are refused (they change the program: they are not traced)."""
+    from ecl_jax.registry import ALGORITHMS
+
+    if not isinstance(c.sweep, dict):
+        raise ConfigError(f"sweep must be a dict like {{\"lr\": [0.01, 0.1]}}, got {c.sweep!r}")
+    seen: dict[tuple[str, str], str] = {}
+    for key, values in c.sweep.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"sweep key {key!r} must be a string: lr, eta or ALGO.OPTION")
+        if "." in key:
+            algo, opt = key.split(".", 1)
+            if algo not in c.algorithms:
+                raise ConfigError(f"sweep {key}: {algo!r} is not in this run's algorithms {list(c.algorithms)}")
+            valid = ALGORITHMS[algo].options
+            if opt not in valid:
+                raise ConfigError(f"sweep {key}: {algo} has no option {opt!r}{_did_you_mean(opt, valid)}; "
+                                  f"it takes {', '.join(sorted(valid))}")
+            if valid[opt] is not float:
+                floats = sorted(k for k, t in valid.items() if t is float)
+                raise ConfigError(f"sweep {key}: {opt} is a {valid[opt].__name__} option, which changes the compiled "
+                                  f"program; a sweep varies float options only ({algo}: {', '.join(floats)}). "
+                                  f"Run each {opt} as its own run (--set {key}=...)")
+        elif key not in SWEEP_GLOBALS:
+            per_algo = sorted({a for a in c.algorithms if key in ALGORITHMS[a].options})
+            hint = (f"; as a per-algorithm option: {', '.join(f'{a}.{key}' for a in per_algo)}" if per_algo else
+                    "; other settings change the program, run them as separate runs")
+            raise ConfigError(f"sweep {key!r}: a sweep varies lr, eta or ALGO.OPTION{hint}")
+        ok = (isinstance(values, (list, tuple)) and values
+              and all(is_number(v) for v in values) and len(set(map(float, values))) == len(values))
+        if not ok:
+            raise ConfigError(f"sweep {key}: give distinct numbers, e.g. {key}=0.01,0.03,0.1; got {values!r}")
+        targets = sweep_targets(c, key)
+        if not targets:
+            raise ConfigError(f"sweep {key}: no algorithm of this run ({', '.join(c.algorithms)}) takes {key}")
+        for algo, opt in targets:
+            if (algo, opt) in seen:
+                raise ConfigError(f"sweep {key} and {seen[algo, opt]} both vary {algo}.{opt}; keep one")
+            seen[algo, opt] = key
+            if "." not in key and opt in c.options.get(algo, {}):
+                raise ConfigError(f"sweep {key}: {algo} sets its own {opt} ({algo}.{opt}="
+                                  f"{c.options[algo][opt]!r}), which the sweep would not change; "
+                                  f"sweep {algo}.{opt} or drop that option")
+            if "." in key and opt in c.options.get(algo, {}):
+                raise ConfigError(f"sweep {key} also has the fixed value {algo}.{opt}={c.options[algo][opt]!r}; "
+                                  "drop one")
+
+
+def parse_sweep(items: list[str] | tuple[str, ...]) -> dict:
+    """``["lr=0.01,0.1", "ecl-pdmm.eta=0.5,1"]`` (``--sweep`` items) -> ``{"lr": [0.01, 0.1], ...}``."""
+    out: dict[str, list[float]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--sweep {item!r}: give KEY=V1,V2,..., e.g. --sweep lr=0.01,0.03,0.1")
+        if key in out:
+            raise ConfigError(f"--sweep {key} is given twice; give all its values at once ({key}=V1,V2,...)")
+        values = []
+        for v in raw.split(","):
+            try:
+                values.append(float(v))
+            except ValueError:
+                raise ConfigError(f"--sweep {key}: {v.strip()!r} is not a number (in {item!r})") from None
+        out[key] = values
+    return out
 
 
 def _check_published(c: "RunConfig") -> None:

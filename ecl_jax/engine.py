@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecl_jax.algorithms.base import Algorithm, tree_constant_dtype
+from ecl_jax.algorithms.hyperparams import set_hyperparams
 from ecl_jax.execution import (UNROLL_MAX_NODES, ExecutionPlan, Executor, check_run_axis, check_runs_fit,
                                check_settings, make_plan, minibatch_bytes, node_gradients, one_run, run_bytes,
                                run_invariant, steps_done)
@@ -50,6 +51,14 @@ __all__ = [
 ]
 
 LossFn = Callable[..., jax.Array]
+
+
+def _per_run(name: str, value, runs: int) -> jax.Array:
+    """A swept hyperparameter's values, one per run ([R])."""
+    value = jnp.asarray(value)
+    if value.shape != (runs,):
+        raise ValueError(f"hyperparams[{name!r}] must hold one value per run, shape ({runs},); got shape {value.shape}")
+    return value
 
 
 class Carry(NamedTuple):
@@ -141,22 +150,28 @@ class Engine:
         """How many times the chunk (or, in a python loop, step) function was traced (= compiled) so far."""
         return self._executor.traces
 
-    def init(self, params, key: jax.Array) -> Carry:
+    def init(self, params, key: jax.Array, hyperparams: dict | None = None) -> Carry:
         """Initial carry from node-stacked params and a PRNG key.
 
         With ``donate`` every leaf is a fresh buffer (no alias of ``params`` or of
         another leaf), so the carry can be donated to :meth:`run_chunk`. With ``runs``,
         params [R, N, ...] and keys [R] give R carries stacked on a leading run axis.
+        ``hyperparams``: {name: value} for an algorithm built with
+        :func:`~ecl_jax.algorithms.hyperparams.inject_hyperparams`, a scalar each (one run)
+        or [R] (one value per run: a sweep, docs/design.md#sweeps).
         """
         if self.runs is None:
-            carry = self._init_one(params, key)
+            carry = self._init_one(params, key, hyperparams)
         else:
             check_run_axis(self.runs, params, key)
-            carry = jax.vmap(self._init_one)(params, jnp.asarray(key))
+            hyper = None if hyperparams is None else {k: _per_run(k, v, self.runs) for k, v in hyperparams.items()}
+            carry = jax.vmap(self._init_one)(params, jnp.asarray(key), hyper)
         return jax.tree_util.tree_map(jnp.copy, carry) if self.donate else carry
 
-    def _init_one(self, params, key: jax.Array) -> Carry:
+    def _init_one(self, params, key: jax.Array, hyperparams: dict | None = None) -> Carry:
         state = self.algorithm.init(params, self.topology)
+        if hyperparams is not None:
+            state = set_hyperparams(state, hyperparams)
         n = self.topology.n_nodes
         return Carry(state, jnp.zeros((), jnp.int32), key, self.participation.init(key), self.sampler.init(n, key))
 
@@ -230,8 +245,10 @@ class Engine:
         eval_data=None,
         carry: Carry | None = None,
         callbacks: Sequence[Callable[[Carry, dict], Any]] = (),
+        hyperparams: dict | None = None,
     ) -> tuple[Carry, dict]:
-        """Run until ``steps`` total steps (continuing ``carry`` if given, else from ``init(params, key)``).
+        """Run until ``steps`` total steps (continuing ``carry`` if given, else from
+        ``init(params, key, hyperparams)``).
 
         Returns the final carry and a dict of metric arrays stacked over metric points
         (``step`` included). After every chunk the metrics are moved to the host and each
@@ -247,7 +264,7 @@ class Engine:
         check_finite("eval_data", eval_data)
         self._check_memory(params, key, data, carry)
         if carry is None:
-            carry = self.init(params, key)
+            carry = self.init(params, key, hyperparams)
         history: list[dict] = []
         plan = self.plan(carry, data) if steps_done(carry) < steps else None  # shapes are fixed during a run
         while steps_done(carry) < steps:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ecl_jax.errors import DataError, RunFolderError
+from ecl_jax.records import line_name
 
 __all__ = ["COMPARE_MARKER", "compare_runs", "plot_histories", "plot_run", "read_metrics_csv", "run_labels"]
 
@@ -134,9 +135,9 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
         band_alpha = style.pop("band_alpha", 0.15)
         seeds = len({r["seed"] for r in hist if "seed" in r})
         spread = f" ({seeds} seeds, band +-1 std)" if seeds > 1 else ""
-        ax.plot(x, mean, label=name + label_suffix + spread, **style)
+        (line,) = ax.plot(x, mean, label=name + label_suffix + spread, **style)
         if (hi - lo).max() > 0:
-            ax.fill_between(x, lo, hi, alpha=band_alpha, color=style.get("color"))
+            ax.fill_between(x, lo, hi, alpha=band_alpha, color=line.get_color())
         drawn += 1
     if not drawn and not flat:
         plt.close(fig)
@@ -317,7 +318,7 @@ def _parse_metrics(path: pathlib.Path, text: str) -> dict[str, list[dict]]:
         row["algorithm"] = algorithm
         if run:
             row["run"] = run
-        name = f"{algorithm} (run {run})" if several_runs else algorithm
+        name = line_name(algorithm, run) if several_runs else algorithm
         histories.setdefault(name, []).append(row)
     return histories
 

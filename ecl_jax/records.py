@@ -17,17 +17,18 @@ import numpy as np
 
 from ecl_jax import run_folder
 
-__all__ = ["history_row", "last_points", "summarize", "write_metrics_csv", "write_final", "write_split", "write_config"]
+__all__ = ["history_row", "line_name", "lines", "last_points", "summarize", "write_metrics_csv", "write_final", "write_split", "write_config"]
 
 
 def history_row(metrics: dict, algo: str, config: Any, mean_count: float, wall: float,
-                seed: int | None = None) -> dict:
+                tags: dict | None = None) -> dict:
     """One metric point as a JSON-friendly row: step, epoch (local steps * batch / mean node
     size), round (local steps / K), samples seen, wall time, then every metric (per-node ones
     as lists; ``node_loss`` / ``mean_model_loss`` renamed ``train_loss_node`` /
     ``mean_model_train_loss``). Local steps are the step in lockstep and, under a free-running
     runtime (step = tick), the mean over nodes of their own steps (metric ``local_steps``).
-    ``seed``: the run's seed in a batch of seeds (a ``seed`` column after ``algorithm``)."""
+    ``tags``: a run's place in a batch (columns after ``algorithm``): ``run`` (a sweep's
+    point as text, ``eta=0.5 lr=0.1``), ``seed``, and each swept value under its option's name."""
     step = int(metrics["step"])
     own = np.asarray(metrics["local_steps"], np.float64) if "local_steps" in metrics else np.full(config.n_nodes, step)
     row = {
@@ -35,7 +36,7 @@ def history_row(metrics: dict, algo: str, config: Any, mean_count: float, wall: 
         "epoch": float(own.mean()) * config.batch_size / mean_count,
         "round": float(own.mean()) / config.K,
         "algorithm": algo,
-        **({} if seed is None else {"seed": int(seed)}),
+        **(tags or {}),
         "samples_seen": int(own.sum()) * config.batch_size,
         "wall_time": wall,
     }
@@ -50,6 +51,24 @@ def history_row(metrics: dict, algo: str, config: Any, mean_count: float, wall: 
         else:
             row[k] = v.tolist()
     return row
+
+
+def line_name(algorithm: str, run: str) -> str:
+    """The name of one line of a run's figures and tables: the algorithm, with a sweep's point
+    (``ecl-pdmm (eta=0.5)``) or another run label (``ecl-pdmm (run 2)``) when it has one."""
+    if not run:
+        return algorithm
+    return f"{algorithm} ({run})" if "=" in run else f"{algorithm} (run {run})"
+
+
+def lines(histories: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Histories split into lines (:func:`line_name`): an algorithm's rows of a sweep, one
+    history per grid point (each with its seeds' rows); other histories as they are."""
+    out: dict[str, list[dict]] = {}
+    for name, hist in histories.items():
+        for row in hist:
+            out.setdefault(line_name(name, row.get("run", "")), []).append(row)
+    return out
 
 
 def last_points(history: list[dict]) -> dict | list[dict]:

@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 from ecl_jax import algorithms as algs
 from ecl_jax import topology as topo_mod
 from ecl_jax.errors import ConfigError
+from ecl_jax.validation import is_array_value
 
 __all__ = [
     "TOPOLOGY_NAMES",
@@ -97,9 +98,10 @@ def _sgd(builder):
     def build(lr, momentum=None, name=None):
         import optax
 
-        if momentum is not None and not (0 <= momentum < 1):
+        swept = is_array_value(momentum)  # a swept momentum: every value > 0 (hyperparams.check_sweep)
+        if momentum is not None and not swept and not (0 <= momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        tx = optax.sgd(lr, momentum=momentum) if momentum else optax.sgd(lr)
+        tx = optax.sgd(lr, momentum=momentum) if swept or momentum else optax.sgd(lr)
         return builder(lr, optimizer=tx)
 
     return build
@@ -186,9 +188,11 @@ def check_options(config) -> None:
                 raise ConfigError(f"{algo}.lr must be a positive finite number, got {v!r}")
 
 
-def build_algorithm(name: str, config) -> algs.Algorithm:
+def build_algorithm(name: str, config, values: dict | None = None) -> algs.Algorithm:
     """An algorithm by name with the config's hyperparameters and ``options[name]``;
-    an invalid hyperparameter becomes a :class:`ConfigError` naming the algorithm."""
+    an invalid hyperparameter becomes a :class:`ConfigError` naming the algorithm.
+    ``values``: {option: value} of one point of a sweep, replacing the config's (a value
+    may be a traced JAX scalar, checked as a number before: docs/design.md#sweeps)."""
     if name not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {name!r}{_closest(name, ALGORITHMS)}; valid: {', '.join(ALGORITHM_NAMES)}")
     spec = ALGORITHMS[name]
@@ -196,16 +200,18 @@ def build_algorithm(name: str, config) -> algs.Algorithm:
     bad = sorted(set(opts) - set(spec.options))
     if bad:
         raise ConfigError(f"options {bad} do not apply to {name}; it takes {', '.join(sorted(spec.options))}")
-    lr = opts.pop("lr", config.lr)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    values = dict(values or {})
+    if "eta" in spec.options:
+        opts.setdefault("eta", config.eta)
+    lr = values.pop("lr", opts.pop("lr", config.lr))
+    opts.update(values)
+    if not is_array_value(lr) and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"{name}: lr must be a positive finite number, got {lr!r}")
     if config.lr_decay != 1.0 and config.lr_decay_every > 0:
         # Step decay lr * decay^floor(step / every) (KDD20 CIFAR: x0.95 every 10 epochs).
         import optax
 
         lr = optax.exponential_decay(lr, config.lr_decay_every, config.lr_decay, staircase=True)
-    if "eta" in spec.options:
-        opts.setdefault("eta", config.eta)
     if "K" in spec.options and name in ("pdmm-isvr", "admm-isvr", "admm-isvr-shipped"):
         opts.setdefault("K", config.K)
     if "K" in opts and "eta_rule" in spec.options and not str(opts.get("eta_rule", "constant")).startswith("isvr"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -232,6 +233,7 @@ class _RunPlan:
     algorithms: list
     data: "PreparedData"
     fingerprints: dict
+    grids: dict  # algorithm -> its sweep points ({option: value} each; [{}] without a sweep)
 
 
 def _plan_run(config: RunConfig) -> _RunPlan:
@@ -240,12 +242,15 @@ def _plan_run(config: RunConfig) -> _RunPlan:
 
     run_folder.check_run_name(config.name)
     topology = build_topology(config)
-    algorithms = [build_algorithm(a, config) for a in config.algorithms]
+    grids = {a: sweep_points(config, a) for a in config.algorithms}
+    algorithms = [build_algorithm(a, config, grids[a][0]) for a in config.algorithms]
     try:
         models.get_model(config.model, num_classes=10)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     data = prepare_data(config)
+    algorithms = [_swept_algorithm(config, name, grids[name], topology, data) if len(grids[name]) > 1 else a
+                  for name, a in zip(config.algorithms, algorithms)]
     resolved = config_to_dict(config)
     data_id = {"dataset": config.dataset, "source": data.source, "split": split_hash(data.train),
                "test": _hash_arrays(data.x_test, data.y_test)}  # resuming on another test set would mix curves
@@ -253,7 +258,63 @@ def _plan_run(config: RunConfig) -> _RunPlan:
         a.name: fingerprint(resolved, a.name, config.options.get(a.name, {}), algorithm_settings(a), data_id)
         for a in algorithms
     }
-    return _RunPlan(config, pathlib.Path(config.out_dir) / config.name, topology, algorithms, data, prints)
+    grids = {a.name: grids[n] for n, a in zip(config.algorithms, algorithms)}
+    return _RunPlan(config, pathlib.Path(config.out_dir) / config.name, topology, algorithms, data, prints, grids)
+
+
+def sweep_points(config: RunConfig, name: str) -> list[dict]:
+    """Algorithm ``name``'s points of ``config.sweep``: {option: value} for every combination
+    of the swept values that reach it (the first key varying slowest); ``[{}]`` without."""
+    from ecl_jax.config import sweep_targets
+
+    axes = [(opt, [float(v) for v in values]) for key, values in config.sweep.items()
+            for algo, opt in sweep_targets(config, key) if algo == name]
+    return [dict(zip([opt for opt, _ in axes], combo)) for combo in itertools.product(*(v for _, v in axes))]
+
+
+def _varying(points: list[dict]) -> list[str]:
+    """The options whose value differs between points (the others are fixed settings)."""
+    return [k for k in points[0] if len({p[k] for p in points}) > 1]
+
+
+def _swept_algorithm(config: RunConfig, name: str, points: list[dict], topology, data):
+    """Algorithm ``name`` with its swept options injected (:func:`~ecl_jax.algorithms.inject_hyperparams`),
+    after every point was built and checked to be the same program (:func:`~ecl_jax.algorithms.check_sweep`)."""
+    from ecl_jax import models
+    from ecl_jax.algorithms import check_sweep, inject_hyperparams
+
+    build = lambda **values: build_algorithm(name, config, values)
+    model = models.get_model(config.model, num_classes=data.num_classes)
+    params = jax.eval_shape(lambda k: models.init_node_params(model, k, config.n_nodes, data.input_shape,
+                                                              same_init=config.same_init), jax.random.PRNGKey(0))
+    try:
+        check_sweep(build, points, params, topology)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"sweep of {name}: {err}") from None
+    return inject_hyperparams(build, static_args=[k for k in points[0] if k not in _varying(points)])(**points[0])
+
+
+def _run_tags(config: RunConfig, points: list[dict]) -> list[dict] | None:
+    """Each run's tags in a batch (run r = point g, seed s with r = g * seeds + s): the
+    point's ``run`` label and values when the grid has several points, the ``seed`` with
+    several seeds; None for one run."""
+    varying = _varying(points) if len(points) > 1 else []
+    if not varying and config.seeds == 1:
+        return None
+    tags = []
+    for point in points:
+        here = {k: point[k] for k in varying}
+        label = {"run": " ".join(f"{k}={v:g}" for k, v in here.items()), **here} if varying else {}
+        for seed in _seeds(config) or [config.seed]:
+            tags.append(dict(label, **({"seed": seed} if config.seeds > 1 else {})))
+    return tags
+
+
+def _run_label(tags: dict) -> str:
+    """A run of a batch in words: ``seed 3``, ``eta=0.5``, ``eta=0.5 seed 3``."""
+    return " ".join(([tags["run"]] if "run" in tags else []) + ([f"seed {tags['seed']}"] if "seed" in tags else []))
 
 
 def _read_json(path: pathlib.Path) -> dict:
@@ -505,37 +566,53 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
     ``announce``: {algorithm: steps left} of the whole run, given with its first
     algorithm: time it first and say so if the run is long (:func:`_announce_long_run`)."""
     config, name = plan.config, algorithm.name
+    points = plan.grids[name]
+    tags = _run_tags(config, points)
     engine = Engine(
         algorithm, plan.topology, inputs.loss_fn, batch_size=config.batch_size,
         epoch_samples=config.epoch_samples or None, edge_schedule=inputs.edge_schedule,
         node_schedule=inputs.node_schedule, eval_every=config.eval_every, eval_fn=inputs.eval_fn,
-        runtime=inputs.runtime, runs=None if config.seeds == 1 else config.seeds,
+        runtime=inputs.runtime, runs=None if tags is None else len(tags),
     )
+    params0, run_key = _over_points(inputs.params0, len(points), config.seeds), _over_points(
+        inputs.run_key, len(points), config.seeds)
+    hyper = ({k: np.array([p[k] for p in points for _ in range(config.seeds)]) for k in _varying(points)}
+             if len(points) > 1 else None)
     ckpt = plan.run_dir / "checkpoints" / f"{name}.npz"
     carry, history, wall0, saved_step = None, [], 0.0, None
     if ckpt.exists():
-        carry, history, wall0 = load_checkpoint(ckpt, engine.init(inputs.params0, inputs.run_key),
+        carry, history, wall0 = load_checkpoint(ckpt, engine.init(params0, run_key, hyper),
                                                 plan.fingerprints[name])
         saved_step = steps_done(carry)
         if not quiet:
             print(f"[{name}] resuming from step {saved_step}", file=sys.stderr)
     if not quiet:
-        template = carry if carry is not None else jax.eval_shape(engine.init, inputs.params0, inputs.run_key)
+        template = carry if carry is not None else jax.eval_shape(engine.init, params0, run_key, hyper)
         print(f"[{name}] plan: {engine.plan(template, inputs.train)}", file=sys.stderr)
     if announce:
         if carry is None:
-            carry = engine.init(inputs.params0, inputs.run_key)  # the run continues from it
+            carry = engine.init(params0, run_key, hyper)  # the run continues from it
         _announce_long_run(engine, carry, inputs, plan, announce)
     progress = Progress(name, config.steps, quiet)
-    recorder = Recorder(name, config, inputs.mean_count, history, wall0, seeds=_seeds(config))
+    recorder = Recorder(name, config, inputs.mean_count, history, wall0, runs=tags)
     checkpointer = Checkpointer(ckpt, recorder, every=config.checkpoint_every, total_steps=config.steps,
                                 fingerprint=plan.fingerprints[name], saved_step=saved_step)
-    callbacks = [DivergenceCheck(algorithm, checkpointer, seeds=_seeds(config)), recorder, progress, checkpointer, StopOnInterrupt()]
+    labels = None if tags is None else [_run_label(t) for t in tags]
+    callbacks = [DivergenceCheck(algorithm, checkpointer, runs=labels), recorder, progress, checkpointer, StopOnInterrupt()]
     if stop is not None:
         callbacks.append(stop)
-    engine.run(inputs.params0, inputs.train, config.steps, inputs.run_key, eval_data=inputs.eval_data, carry=carry,
-               callbacks=callbacks)
+    engine.run(params0, inputs.train, config.steps, run_key, eval_data=inputs.eval_data, carry=carry,
+               callbacks=callbacks, hyperparams=hyper)
     return recorder.history
+
+
+def _over_points(tree, points: int, seeds: int):
+    """The seeds' initial models or keys (a leading seed axis when ``seeds`` > 1) repeated
+    for every point of a sweep: run r = point g, seed s with r = g * seeds + s."""
+    if points == 1:
+        return tree
+    repeat = (lambda x: jnp.stack([x] * points)) if seeds == 1 else (lambda x: jnp.concatenate([x] * points))
+    return jax.tree_util.tree_map(repeat, tree)
 
 
 def _finish(plan: _RunPlan, histories: dict[str, list[dict]]) -> RunResult:
@@ -544,17 +621,18 @@ def _finish(plan: _RunPlan, histories: dict[str, list[dict]]) -> RunResult:
 
     config, run_dir = plan.config, plan.run_dir
     write_metrics_csv(run_dir / "metrics.csv", histories, config.n_nodes)
-    plots = plotting.plot_run(run_dir, histories, title=_title(config, plan.topology), x_axis=config.x_axis,
-                              published=config.published, published_note=config.published_note)
+    plots = plotting.plot_run(run_dir, records.lines(histories), title=_title(config, plan.topology),
+                              x_axis=config.x_axis, published=config.published, published_note=config.published_note)
     final = _last_points(histories)
     records.write_final(run_dir / "final.json", final)
     return RunResult(run_dir, histories, final, plots)
 
 
 def _last_points(histories: dict[str, list[dict]]) -> dict[str, dict | list[dict]]:
-    """Each algorithm's last metric point (what final.json and the printed table show; with
-    seeds, every seed's row: :func:`ecl_jax.records.last_points`)."""
-    return {k: records.last_points(h) for k, h in histories.items() if h}
+    """Each line's last metric point (an algorithm, or one point of its sweep:
+    :func:`ecl_jax.records.lines`; what final.json and the printed table show; with seeds,
+    every seed's row: :func:`ecl_jax.records.last_points`)."""
+    return {k: records.last_points(h) for k, h in records.lines(histories).items() if h}
 
 
 def _title(config: RunConfig, topology) -> str:

@@ -18,7 +18,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["is_int", "check_int", "int_range_text", "is_number", "check_number"]
+__all__ = ["is_int", "check_int", "int_range_text", "is_number", "check_number", "is_array_value"]
+
+
+def is_array_value(value: Any) -> bool:
+    """True for a JAX array, traced or not: a hyperparameter the program reads as data (a
+    swept value, :mod:`ecl_jax.algorithms.hyperparams`), checked where it was still a
+    number, so a builder skips its value checks for it."""
+    import jax
+
+    return isinstance(value, jax.Array)
 
 
 def is_int(value: Any, *, allow_numpy: bool = True) -> bool:

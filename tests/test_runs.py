@@ -210,13 +210,13 @@ def test_a_diverged_seed_is_named():
     engine = eng.Engine(gossip(lr=0.1), tp.ring(N), _logistic_loss, runs=R, batch_size=4)
     params = np.stack([_params(r) for r in range(R)])
     carry = engine.init(params, jax.random.split(jax.random.PRNGKey(0), R))
-    check = DivergenceCheck(engine.algorithm, seeds=[10, 11, 12])
+    check = DivergenceCheck(engine.algorithm, runs=["seed 10", "seed 11", "seed 12"])
     check(carry, {"step": np.zeros(R), "consensus_distance": np.ones(R)})  # finite: passes
-    with pytest.raises(DivergenceError, match=r"gossip diverged \(NaN/inf\) in seed\(s\) 11 by step 0"):
+    with pytest.raises(DivergenceError, match=r"gossip diverged \(NaN/inf\) in seed 11 by step 0"):
         check(carry, {"step": np.zeros(R), "consensus_distance": np.array([1.0, np.nan, 1.0])})
     bad = carry._replace(state=jax.tree_util.tree_map(lambda a: a.at[2].set(np.inf) if a.dtype == np.float32 else a,
                                                       carry.state))
-    with pytest.raises(DivergenceError, match=r"in seed\(s\) 12 by"):
+    with pytest.raises(DivergenceError, match=r"in seed 12 by"):
         check(bad, {"step": np.zeros(R), "consensus_distance": np.ones(R)})
 
 

@@ -10,6 +10,7 @@ from ecl_jax.algorithms.baselines import (
     metropolis_hastings,
     pairwise_gossip,
 )
+from ecl_jax.algorithms.hyperparams import HyperState, check_sweep, inject_hyperparams, set_hyperparams
 from ecl_jax.algorithms.edge_consensus import (
     ECLConfig,
     ECLState,
@@ -43,4 +44,8 @@ __all__ = [
     "local_sgd",
     "centralized",
     "metropolis_hastings",
+    "HyperState",
+    "inject_hyperparams",
+    "set_hyperparams",
+    "check_sweep",
 ]

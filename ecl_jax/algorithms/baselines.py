@@ -46,7 +46,7 @@ from ecl_jax.algorithms.base import (
     tree_constant_dtype,
 )
 from ecl_jax.topology import Topology
-from ecl_jax.validation import is_number
+from ecl_jax.validation import is_array_value, is_number
 
 __all__ = [
     "BaselineConfig",
@@ -80,7 +80,7 @@ def _make_optimizer(lr: float | None, optimizer: optax.GradientTransformation | 
         return optimizer
     if lr is None:
         raise ValueError("give a learning rate lr or an optax optimizer")
-    if not (callable(lr) or (is_number(lr) and lr > 0)):
+    if not (callable(lr) or is_array_value(lr) or (is_number(lr) and lr > 0)):
         raise ValueError(f"lr must be a positive finite number or a schedule, got {lr!r}")
     return optax.sgd(lr)
 

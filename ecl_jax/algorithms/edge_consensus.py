@@ -49,7 +49,7 @@ from ecl_jax import graph_ops as gops
 from ecl_jax.algorithms.base import Algorithm, check_node_stacked, constant_dtype, for_each_node
 from ecl_jax.duals import EdgeDuals
 from ecl_jax.topology import Topology
-from ecl_jax.validation import is_int
+from ecl_jax.validation import is_array_value, is_int
 
 __all__ = [
     "ECLConfig",
@@ -115,15 +115,16 @@ class ECLConfig:
     eta_follows_lr: bool = False
     name: str = "ecl"
 
-    def __post_init__(self):
-        if not callable(self.lr):
+    def __post_init__(self):  # a JAX array (a swept value, ecl_jax.algorithms.hyperparams) was checked as a number
+        given = lambda v: not is_array_value(v)
+        if not callable(self.lr) and given(self.lr):
             if not (_is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
                 raise ValueError(f"lr (= 1/mu) must be a positive finite number or a schedule, got {self.lr!r}")
-        if not (_is_real(self.eta) and self.eta > 0 and math.isfinite(self.eta)):
+        if given(self.eta) and not (_is_real(self.eta) and self.eta > 0 and math.isfinite(self.eta)):
             raise ValueError(f"eta must be a positive finite number, got {self.eta!r}")
-        if not (_is_real(self.theta) and 0 < self.theta <= 1):
+        if given(self.theta) and not (_is_real(self.theta) and 0 < self.theta <= 1):
             raise ValueError(f"theta must be in (0, 1] (1 = PDMM, 0.5 = ADMM), got {self.theta!r}")
-        if not (_is_real(self.rho) and self.rho >= 0):
+        if given(self.rho) and not (_is_real(self.rho) and self.rho >= 0):
             raise ValueError(f"rho must be >= 0, got {self.rho!r}")
         if self.eta_rule not in ETA_RULES:
             raise ValueError(f"eta_rule must be one of {ETA_RULES}, got {self.eta_rule!r}")
@@ -135,7 +136,7 @@ class ECLConfig:
             raise ValueError(
                 f"gradient_coefficient=True is only defined for eta_rule='isvr_code', got eta_rule={self.eta_rule!r}"
             )
-        if not (_is_real(self.c) and self.c > 0):
+        if given(self.c) and not (_is_real(self.c) and self.c > 0):
             raise ValueError(f"c must be > 0, got {self.c!r}")
 
     def lr_at(self, count: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
@@ -243,7 +244,9 @@ def fan_in_scales(params: Any, node_axis: bool = True) -> Any:
 def ecl(config: ECLConfig) -> Algorithm:
     """The ECL algorithm for ``config``: the equations of the module docstring, step by step.
     Per-node reading of the same step: ``tests/naive_reference.py`` (``NaiveECL.step``)."""
-    theta, use_rho, smoothing = float(config.theta), config.rho > 0, config.dual_smoothing
+    theta = config.theta if is_array_value(config.theta) else float(config.theta)
+    use_rho = is_array_value(config.rho) or config.rho > 0  # a swept rho: every value > 0 (hyperparams.check_sweep)
+    smoothing = config.dual_smoothing
 
     def init(params, topology: Topology) -> ECLState:
         check_node_stacked(params, topology)
