@@ -63,8 +63,8 @@ class RunConfig:
     R - 1, the split shared; docs/outputs.md#seeds).
     ``sweep``: a grid run as one program with the seeds, ``{"lr": [0.01, 0.1],
     "ecl-pdmm.eta": [0.5, 1, 2]}``: ``lr`` and ``eta`` for every algorithm that reads them,
-    ``ALGO.OPTION`` for one algorithm's float option; every combination of values is a line
-    of its own (docs/outputs.md#sweeps).
+    ``ALGO.OPTION`` for one algorithm's float option (its swept values replace a fixed
+    ``options`` value); every combination of values is a line of its own (docs/outputs.md#sweeps).
     ``epoch_samples``: 0 = every minibatch drawn uniformly with replacement; L (a multiple
     of ``batch_size``) = each node walks a fresh permutation of 0..L-1 (modulo its data
     count) every L / batch_size own steps (the ICML21 code: L = 12,800).
@@ -331,9 +331,6 @@ def _check_sweep(c: "RunConfig") -> None:
                 raise ConfigError(f"sweep {key}: {algo} sets its own {opt} ({algo}.{opt}="
                                   f"{c.options[algo][opt]!r}), which the sweep would not change; "
                                   f"sweep {algo}.{opt} or drop that option")
-            if "." in key and opt in c.options.get(algo, {}):
-                raise ConfigError(f"sweep {key} also has the fixed value {algo}.{opt}={c.options[algo][opt]!r}; "
-                                  "drop one")
 
 
 def parse_sweep(items: list[str] | tuple[str, ...]) -> dict:
