@@ -91,7 +91,8 @@ class Recorder:
     with ``runs`` (a batch of runs: every metric has a leading run axis) one row per run, each
     with that run's tags (its ``seed``; in a sweep its ``run`` label and swept values).
 
-    ``wall`` is the run's wall time so far: ``wall0`` (from a checkpoint) plus the time
+    ``mean_count``: the mean samples per node (the epoch's length), or a list of one per run
+    (each run on its own split). ``wall`` is the run's wall time so far: ``wall0`` (from a checkpoint) plus the time
     since this recorder was made.
     """
 
@@ -110,7 +111,8 @@ class Recorder:
         metrics = {k: np.asarray(v) for k, v in metrics.items()}
         for r, tags in enumerate(self.runs):
             one = {k: v[r] for k, v in metrics.items()}
-            self.history.append(history_row(one, self.algo, self.config, self.mean_count, self.wall, tags=tags))
+            count = self.mean_count[r] if isinstance(self.mean_count, (list, tuple)) else self.mean_count
+            self.history.append(history_row(one, self.algo, self.config, count, self.wall, tags=tags))
 
 
 class Checkpointer:

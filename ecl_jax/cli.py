@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "records the overrides (runs/<config>__<key>-<value>...) unless you give name=...")
     r.add_argument("--algorithms", help="comma-separated algorithms, e.g. ecl-pdmm,ecl-admm,gossip,centralized")
     r.add_argument("--seeds", metavar="R", help="R runs of every algorithm (seeds seed .. seed+R-1: initial models, "
-                   "minibatches, masks; the split shared) as one compiled program; metrics.csv gets a seed "
+                   "minibatches, masks; the split shared unless --set split_per_seed=true) as one compiled program; metrics.csv gets a seed "
                    "column, final.json and the table mean +- std over seeds, the plots a band across seeds "
                    "(same as --set seeds=R)")
     r.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...", help="a grid run as one compiled program "

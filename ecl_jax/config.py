@@ -60,7 +60,8 @@ class RunConfig:
     length), ``batch_size``, ``steps``, ``eval_every``, ``l2``, ``options`` per algorithm.
     ``seed``: initial models, minibatches and masks (not the split: ``partition_seed``);
     ``seeds`` R > 1: R runs of every algorithm as one program (seeds ``seed`` .. ``seed`` +
-    R - 1, the split shared; docs/outputs.md#seeds).
+    R - 1, the split shared; docs/outputs.md#seeds). ``split_per_seed``: seed s's nodes get
+    the split of partition seed s instead (``partition_seed`` then has no say).
     ``sweep``: a grid run as one program with the seeds, ``{"lr": [0.01, 0.1],
     "ecl-pdmm.eta": [0.5, 1, 2]}``: ``lr`` and ``eta`` for every algorithm that reads them,
     ``ALGO.OPTION`` for one algorithm's float option (its swept values replace a fixed
@@ -110,6 +111,7 @@ class RunConfig:
     same_init: bool = True
     seed: int = 0
     seeds: int = 1
+    split_per_seed: bool = False
     sweep: dict = dataclasses.field(default_factory=dict)
     checkpoint_every: int = 1
     eval_batch: int = 1000
@@ -142,6 +144,11 @@ def check_config(c: "RunConfig") -> None:
         check_int(f, getattr(c, f), minimum=0 if f == "partition_seed" else 1, allow_none=True, note=note, **strict)
     check_int("seed", c.seed, minimum=0, **strict)
     check_int("seeds", c.seeds, minimum=1, **strict)
+    if not isinstance(c.split_per_seed, bool):
+        raise ConfigError(f"split_per_seed must be true or false, got {c.split_per_seed!r}")
+    if c.split_per_seed and c.partition_seed is not None:
+        raise ConfigError(f"partition_seed={c.partition_seed} has no effect with split_per_seed=true (seed s's "
+                          "split is drawn with partition seed s); drop one of them")
     check_int("epoch_samples", c.epoch_samples, minimum=0, note="0 = uniform draws with replacement", **strict)
     if c.epoch_samples % c.batch_size:
         raise ConfigError(f"epoch_samples={c.epoch_samples} must be a multiple of batch_size={c.batch_size} "

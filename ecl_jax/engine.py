@@ -32,9 +32,10 @@ import numpy as np
 
 from ecl_jax.algorithms.base import Algorithm, tree_constant_dtype
 from ecl_jax.algorithms.hyperparams import set_hyperparams
+from ecl_jax.errors import DataError
 from ecl_jax.execution import (UNROLL_MAX_NODES, ExecutionPlan, Executor, check_run_axis, check_runs_fit,
                                check_settings, make_plan, minibatch_bytes, node_gradients, one_run, run_bytes,
-                               run_invariant, steps_done)
+                               run_invariant, steps_done, tree_bytes)
 from ecl_jax.masks import AllNodes, AlwaysEdges
 from ecl_jax.metrics import consensus_distance, mean_params, model_metrics
 from ecl_jax.models import mixed_precision
@@ -100,6 +101,8 @@ class Engine:
       params [R, N, ...] and keys [R]; every leaf of the carry and every metric gains a
       leading run axis, the data is shared, and run r equals the run of ``params[r]``
       and ``key[r]`` alone (to float tolerance).
+    data_per_run: with ``runs``, the training data has a leading run axis too
+      (x [R, N, M, ...], y [R, N, M], count [R, N]: each run its own split, one M for all).
     """
 
     algorithm: Algorithm
@@ -117,6 +120,7 @@ class Engine:
     runtime: FreeRunning | None = None
     donate: bool = True
     runs: int | None = None
+    data_per_run: bool = False
 
     def __post_init__(self):  # every setting validated once, here; the cached properties keep the parts built
         object.__setattr__(self, "batch_size", self.sampler.batch_size)
@@ -128,6 +132,9 @@ class Engine:
             raise ValueError(f"donate must be True or False, got {self.donate!r}")
         if self.runs is not None and not (is_int(self.runs) and self.runs >= 1):
             raise ValueError(f"runs must be None (one run) or an integer >= 1, got {self.runs!r}")
+        if not isinstance(self.data_per_run, bool) or (self.data_per_run and self.runs is None):
+            raise ValueError(f"data_per_run must be True (with runs: data [R, N, M, ...]) or False, got "
+                             f"{self.data_per_run!r} with runs={self.runs!r}")
 
     @functools.cached_property
     def sampler(self) -> Sampler:
@@ -142,7 +149,7 @@ class Engine:
     @functools.cached_property
     def _executor(self) -> Executor:  # the compiled chunk, step and metrics, built on first use
         return Executor(self._chunk_impl, self._step_impl, self.metrics, eval_every=self.eval_every,
-                        donate=self.donate, runs=self.runs)
+                        donate=self.donate, runs=self.runs, data_per_run=self.data_per_run)
 
     # ----------------------------------------------------------- public API
     @property
@@ -184,11 +191,26 @@ class Engine:
             check_run_axis(self.runs, params, key)
         one = one_run(carry) if carry is not None else jax.eval_shape(self._init_one, *one_run((params, key)))
         params = jax.eval_shape(self.algorithm.node_params, one.state)
-        check_runs_fit(self.runs, run_bytes(one, params, minibatch_bytes(data, self.batch_size)))
+        own = tree_bytes(one_run(data)) if self.data_per_run else 0  # each run's split
+        check_runs_fit(self.runs, run_bytes(one, params, minibatch_bytes(self._one_split(data), self.batch_size)) + own)
+
+    def _one_split(self, data: NodeData) -> NodeData:
+        """Run 0's training data (the data itself unless ``data_per_run``); shapes only."""
+        return one_run(data) if self.data_per_run else data
 
     def check_data(self, data: NodeData) -> NodeData:
-        """``data`` as device arrays, checked against the topology's N (:meth:`NodeData.for_nodes`)."""
-        return NodeData(*data).for_nodes(self.topology.n_nodes)
+        """``data`` as device arrays, checked against the topology's N (:meth:`NodeData.for_nodes`);
+        with ``data_per_run`` every run's split, after the run axis (size R)."""
+        if not self.data_per_run:
+            return NodeData(*data).for_nodes(self.topology.n_nodes)
+        data = NodeData(*(jnp.asarray(a) for a in data))
+        for name, a in zip(NodeData._fields, data):
+            if a.ndim < 1 or a.shape[0] != self.runs:
+                raise DataError(f"data_per_run: data.{name} needs a leading run axis of size {self.runs} "
+                                f"(x [R, N, M, ...], count [R, N]); got shape {a.shape}")
+        for r in range(self.runs):
+            NodeData(*(a[r] for a in data)).for_nodes(self.topology.n_nodes)
+        return data
 
     def plan(self, carry: Carry, data: NodeData) -> ExecutionPlan:
         """The :class:`~ecl_jax.execution.ExecutionPlan` :meth:`run_chunk` uses for this carry and data.
@@ -202,6 +224,7 @@ class Engine:
         backend = jax.default_backend()
         conv = None
         if self.loop == "auto" and backend == "cpu":
+            data = self._one_split(data)
             conv = self._executor.has_convolutions(self.loss_fn, self.algorithm.node_params, carry.state,
                                                    data.x, data.y, self.batch_size or data.x.shape[1])
         return make_plan(self.loop, self.node_grads, backend=backend, n_nodes=self.topology.n_nodes,

@@ -30,7 +30,7 @@ from ecl_jax.errors import MemoryLimitError
 
 __all__ = ["ExecutionPlan", "Executor", "make_plan", "check_settings", "has_convolutions", "node_gradients",
            "steps_done", "run_invariant", "check_run_axis", "one_run", "minibatch_bytes", "run_bytes",
-           "available_bytes", "check_runs_fit", "UNROLL_MAX_NODES", "LOOPS", "NODE_GRADS"]
+           "available_bytes", "check_runs_fit", "tree_bytes", "UNROLL_MAX_NODES", "LOOPS", "NODE_GRADS"]
 
 UNROLL_MAX_NODES = 128
 """The largest N for which ``node_grads="auto"`` unrolls the per-node gradients."""
@@ -157,11 +157,12 @@ def _drop_axis(a: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
 
 
-def _over_runs(fn: Callable) -> Callable:
-    """``fn(carry, *shared, **static)`` vmapped over the carry's leading run axis; the shared
-    arguments (data, the step bound, eval data) and the static ones are the same for every run."""
-    def over_runs(carry, *shared, **static):
-        return jax.vmap(lambda c: fn(c, *shared, **static))(carry)
+def _over_runs(fn: Callable, data_per_run: bool = False) -> Callable:
+    """``fn(carry, data, *shared, **static)`` vmapped over the carry's leading run axis; the
+    data too with ``data_per_run`` (each run its own split), else shared like the other
+    arguments (the step bound, eval data) and the static ones."""
+    def over_runs(carry, data, *shared, **static):
+        return jax.vmap(lambda c, d: fn(c, d, *shared, **static), in_axes=(0, 0 if data_per_run else None))(carry, data)
     return over_runs
 
 
@@ -195,18 +196,18 @@ class Executor:
     steps as one ``lax.scan``; ``step_fn(carry, data, total, plan) -> carry`` one step;
     ``metrics_fn(carry, data, eval_data) -> dict``. With ``donate`` the chunk and the step
     consume the carry they are given. With ``runs`` R, each is ``vmap``-ped over the carry's
-    leading run axis (every other argument shared), so R runs are one program and every
-    metric gains a run axis [R, ...].
+    leading run axis (with ``data_per_run`` over the data's too; every other argument
+    shared), so R runs are one program and every metric gains a run axis [R, ...].
     """
 
     def __init__(self, chunk_fn: Callable, step_fn: Callable, metrics_fn: Callable, *, eval_every: int,
-                 donate: bool, runs: int | None = None):
+                 donate: bool, runs: int | None = None, data_per_run: bool = False):
         donated = (0,) if donate else ()
         self.eval_every = eval_every
         self.runs = runs
         self.traces = 0
         self._convolutions: dict = {}
-        over = _over_runs if runs is not None else (lambda fn: fn)
+        over = (lambda fn: _over_runs(fn, data_per_run)) if runs is not None else (lambda fn: fn)
         self.chunk = jax.jit(over(chunk_fn), static_argnames=("plan",), donate_argnums=donated)
         self.step = jax.jit(over(step_fn), static_argnames=("plan",), donate_argnums=donated)
         self.metrics = jax.jit(over(metrics_fn))
@@ -268,7 +269,8 @@ class Executor:
         return per_step * self.eval_every + time.perf_counter() - t0
 
 
-def _bytes(tree: Any) -> int:
+def tree_bytes(tree: Any) -> int:
+    """The bytes of a pytree's arrays (concrete or abstract)."""
     return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in jax.tree_util.tree_leaves(tree))
 
 
@@ -303,7 +305,7 @@ def run_bytes(carry: Any, params: Any, batch_bytes: int) -> int:
     output), one gradient per parameter (``params``: the node models [N, ...]) and one
     minibatch (``batch_bytes``). Shapes only (abstract arrays do); activations are not counted,
     so it is a lower bound (docs/design.md#many-runs-in-one-program)."""
-    return 2 * _bytes(carry) + _bytes(params) + int(batch_bytes)
+    return 2 * tree_bytes(carry) + tree_bytes(params) + int(batch_bytes)
 
 
 def available_bytes() -> int | None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ecl_jax.errors import DataError
 
-__all__ = ["NodeData", "stack_node_data", "check_finite"]
+__all__ = ["NodeData", "stack_node_data", "stack_splits", "check_finite"]
 
 
 class NodeData(NamedTuple):
@@ -140,3 +140,18 @@ def stack_node_data(xs, ys) -> NodeData:
         return out
 
     return NodeData.checked(np.stack([pad(x) for x in xs]), np.stack([pad(y) for y in ys]), counts)
+
+
+def stack_splits(splits: list[NodeData]) -> NodeData:
+    """Several splits of the same nodes (one per run) padded to one M and stacked on a
+    leading run axis: x [R, N, M, ...], y [R, N, M], count [R, N]; one split is returned as is."""
+    if len(splits) == 1:
+        return splits[0]
+    m = max(np.shape(d.x)[1] for d in splits)
+
+    def pad(a):
+        a = np.asarray(a)
+        return np.pad(a, [(0, 0), (0, m - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
+
+    return NodeData(np.stack([pad(d.x) for d in splits]), np.stack([pad(d.y) for d in splits]),
+                    np.stack([np.asarray(d.count) for d in splits]))

@@ -151,10 +151,19 @@ def write_config(path: pathlib.Path, resolved: dict) -> None:
     run_folder.atomic_write_text(path, json.dumps(resolved, indent=2) + "\n")
 
 
-def write_split(run_dir: pathlib.Path, header: str, split_text: str, counts: np.ndarray, num_classes: int) -> None:
+def write_split(run_dir: pathlib.Path, header: str, split_text: str, counts, num_classes: int,
+                seeds: list[int] | None = None) -> None:
     """``split.txt`` (``header``, a blank line, the table ``split_text``) and ``split.csv``
-    (samples per node and class, one row per node, columns ``class_0`` ...)."""
+    (samples per node and class, one row per node, columns ``class_0`` ...): ``counts`` is
+    one [N, C] table; with ``seeds`` (each seed its own split) a list of one per seed, and
+    split.csv has a first column ``seed``."""
     run_folder.atomic_write_text(run_dir / "split.txt", f"{header}\n\n{split_text}\n")
     buf = io.StringIO()
-    np.savetxt(buf, counts, fmt="%d", delimiter=",", header=",".join(f"class_{c}" for c in range(num_classes)))
+    names = [f"class_{c}" for c in range(num_classes)]
+    if seeds is None:
+        table = np.asarray(counts)
+    else:
+        table = np.concatenate([np.column_stack([np.full(len(c), s), c]) for s, c in zip(seeds, counts)])
+        names = ["seed"] + names
+    np.savetxt(buf, table, fmt="%d", delimiter=",", header=",".join(names))
     run_folder.atomic_write_text(run_dir / "split.csv", buf.getvalue())

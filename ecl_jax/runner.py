@@ -55,9 +55,9 @@ from ecl_jax.checkpoint import (
 )
 from ecl_jax.config import ConfigError, RunConfig, config_to_dict
 from ecl_jax.engine import Engine
-from ecl_jax.execution import steps_done
+from ecl_jax.execution import steps_done, tree_bytes
 from ecl_jax.errors import RunFolderError
-from ecl_jax.node_data import NodeData
+from ecl_jax.node_data import NodeData, stack_splits
 from ecl_jax.records import summarize, write_metrics_csv
 from ecl_jax.runtime import runtime_from_string
 from ecl_jax.registry import (
@@ -107,7 +107,21 @@ class PreparedData:
 
 def prepare_data(config: RunConfig) -> PreparedData:
     """Load the data set, split it over the nodes, stack it node-wise."""
-    from ecl_jax import datasets, partition
+    return _split(config, _load(config), config.partition_seed)
+
+
+def prepare_splits(config: RunConfig) -> list[PreparedData]:
+    """The data of every seed of a run: one split for all (a list of one), or with
+    ``split_per_seed`` seed s's own, drawn with partition seed s (docs/outputs.md#seeds)."""
+    if not config.split_per_seed:
+        return [prepare_data(config)]
+    ds = _load(config)
+    return [_split(config, ds, seed) for seed in _seeds(config) or [config.seed]]
+
+
+def _load(config: RunConfig):
+    """The data set, subsampled to ``n_train`` / ``n_test`` (the same for every split)."""
+    from ecl_jax import datasets
 
     ds = datasets.load_dataset(config.dataset, data_dir=config.data_dir)
     if config.n_train or config.n_test:
@@ -116,6 +130,13 @@ def prepare_data(config: RunConfig) -> PreparedData:
         except ValueError as err:
             raise ConfigError(f"{err} (data set {config.dataset} has {len(ds.y_train)} training and "
                               f"{len(ds.y_test)} test samples)") from None
+    return ds
+
+
+def _split(config: RunConfig, ds, seed: int | None) -> PreparedData:
+    """``ds``'s training set split over the nodes by ``config.partition`` with partition seed ``seed``."""
+    from ecl_jax import partition
+
     kwargs: dict[str, Any] = {}
     method = config.partition
     if method == "k_classes" and config.partition_k is not None:
@@ -134,7 +155,7 @@ def prepare_data(config: RunConfig) -> PreparedData:
             kwargs["classes_per_node"] = config.partition_k
         kwargs["num_classes"] = ds.num_classes
     try:
-        parts = partition.partition(ds.y_train, config.n_nodes, method, seed=config.partition_seed, **kwargs)
+        parts = partition.partition(ds.y_train, config.n_nodes, method, seed=seed, **kwargs)
     except ValueError as err:
         raise ConfigError(f"data split failed: {err}") from None
     counts = partition.count_table(ds.y_train, parts, ds.num_classes)
@@ -231,9 +252,10 @@ class _RunPlan:
     run_dir: pathlib.Path
     topology: Any
     algorithms: list
-    data: "PreparedData"
+    data: "PreparedData"  # the first seed's (with split_per_seed; the test set is every seed's)
     fingerprints: dict
     grids: dict  # algorithm -> its sweep points ({option: value} each; [{}] without a sweep)
+    splits: list  # every seed's PreparedData with split_per_seed, else [data]
 
 
 def _plan_run(config: RunConfig) -> _RunPlan:
@@ -248,18 +270,21 @@ def _plan_run(config: RunConfig) -> _RunPlan:
         models.get_model(config.model, num_classes=10)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    data = prepare_data(config)
+    splits = prepare_splits(config)
+    data = splits[0]
     algorithms = [_swept_algorithm(config, name, grids[name], topology, data) if len(grids[name]) > 1 else a
                   for name, a in zip(config.algorithms, algorithms)]
     resolved = config_to_dict(config)
-    data_id = {"dataset": config.dataset, "source": data.source, "split": split_hash(data.train),
+    data_id = {"dataset": config.dataset, "source": data.source,
+               "split": "+".join(split_hash(d.train) for d in splits),
                "test": _hash_arrays(data.x_test, data.y_test)}  # resuming on another test set would mix curves
     prints = {
         a.name: fingerprint(resolved, a.name, config.options.get(a.name, {}), algorithm_settings(a), data_id)
         for a in algorithms
     }
     grids = {a.name: grids[n] for n, a in zip(config.algorithms, algorithms)}
-    return _RunPlan(config, pathlib.Path(config.out_dir) / config.name, topology, algorithms, data, prints, grids)
+    return _RunPlan(config, pathlib.Path(config.out_dir) / config.name, topology, algorithms, data, prints, grids,
+                    splits)
 
 
 def sweep_points(config: RunConfig, name: str) -> list[dict]:
@@ -469,9 +494,13 @@ def _write_run_files(plan: _RunPlan, earlier: list[str], quiet: bool) -> None:
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     records.write_config(run_dir / "config.json", resolved)
     header = f"data: {config.dataset} ({data.source}); partition: {config.partition}; topology: {plan.topology!r}"
-    records.write_split(run_dir, header, data.split_text, data.counts, data.num_classes)
+    seeds = (_seeds(config) or [config.seed]) if config.split_per_seed else None
+    text = data.split_text if seeds is None else "\n\n".join(
+        f"seed {seed} (partition seed {seed}):\n{d.split_text}" for seed, d in zip(seeds, plan.splits))
+    counts = data.counts if seeds is None else [d.counts for d in plan.splits]
+    records.write_split(run_dir, header, text, counts, data.num_classes, seeds=seeds)
     if not quiet:
-        print(f"run folder: {run_dir}\n{plan.topology!r}\n{data.split_text}", file=sys.stderr)
+        print(f"run folder: {run_dir}\n{plan.topology!r}\n{text}", file=sys.stderr)
 
 
 class _TrainingInputs(NamedTuple):
@@ -486,8 +515,9 @@ class _TrainingInputs(NamedTuple):
     runtime: Any
     eval_fn: Callable
     eval_data: tuple
-    train: NodeData
-    mean_count: float
+    train: NodeData  # with split_per_seed and several seeds: [seeds, N, M, ...], one split per seed
+    mean_count: float | list  # mean samples per node; per seed with split_per_seed
+    per_seed_data: bool
 
 
 def _training_inputs(plan: _RunPlan) -> _TrainingInputs:
@@ -513,8 +543,9 @@ def _training_inputs(plan: _RunPlan) -> _TrainingInputs:
         runtime=runtime_from_string(config.runtime, config.n_nodes),
         eval_fn=make_eval_fn(model, min(config.eval_batch, len(data.y_test))),
         eval_data=(jnp.asarray(data.x_test), jnp.asarray(data.y_test)),
-        train=NodeData(*(jnp.asarray(a) for a in data.train)),
-        mean_count=float(np.mean(np.asarray(data.train.count))),
+        train=NodeData(*(jnp.asarray(a) for a in stack_splits([d.train for d in plan.splits]))),
+        mean_count=[float(np.mean(np.asarray(d.train.count))) for d in plan.splits],
+        per_seed_data=len(plan.splits) > 1,
     )
 
 
@@ -536,18 +567,18 @@ def _about(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
-def _announce_long_run(engine: Engine, carry, inputs: _TrainingInputs, plan: _RunPlan, left: dict[str, int]) -> None:
+def _announce_long_run(engine: Engine, carry, train: NodeData, eval_data, plan: _RunPlan, left: dict[str, int]) -> None:
     """Time one chunk of the first algorithm (:meth:`Engine.time_chunk`) and, when all the
     steps left would take more than :data:`LONG_RUN_S`, say so on stderr before the run
     starts (also with --quiet). Only runs long enough for the timing to cost little are
     timed: a python-loop plan with 50 steps left or more (it times 3 steps), a scan plan
     with 20 chunks left or more (it times one)."""
     total, every = sum(left.values()), plan.config.eval_every
-    python = engine.plan(carry, inputs.train).loop == "python"
-    nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(carry))
+    python = engine.plan(carry, train).loop == "python"
+    nbytes = tree_bytes(carry)
     if total < (50 if python else 20 * every) or nbytes > TIMED_CARRY_MAX_BYTES:
         return
-    per_step = engine.time_chunk(carry, inputs.train, plan.config.steps, inputs.eval_data) / every
+    per_step = engine.time_chunk(carry, train, plan.config.steps, eval_data) / every
     estimate = per_step * total
     if estimate <= LONG_RUN_S:
         return
@@ -572,10 +603,11 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
         algorithm, plan.topology, inputs.loss_fn, batch_size=config.batch_size,
         epoch_samples=config.epoch_samples or None, edge_schedule=inputs.edge_schedule,
         node_schedule=inputs.node_schedule, eval_every=config.eval_every, eval_fn=inputs.eval_fn,
-        runtime=inputs.runtime, runs=None if tags is None else len(tags),
+        runtime=inputs.runtime, runs=None if tags is None else len(tags), data_per_run=inputs.per_seed_data,
     )
-    params0, run_key = _over_points(inputs.params0, len(points), config.seeds), _over_points(
-        inputs.run_key, len(points), config.seeds)
+    params0, run_key, train = (_over_points(t, len(points), config.seeds)
+                               for t in (inputs.params0, inputs.run_key, inputs.train))
+    mean_count = inputs.mean_count * len(points) if inputs.per_seed_data else inputs.mean_count[0]  # run r: seed r % seeds
     hyper = ({k: np.array([p[k] for p in points for _ in range(config.seeds)]) for k in _varying(points)}
              if len(points) > 1 else None)
     ckpt = plan.run_dir / "checkpoints" / f"{name}.npz"
@@ -588,20 +620,20 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
             print(f"[{name}] resuming from step {saved_step}", file=sys.stderr)
     if not quiet:
         template = carry if carry is not None else jax.eval_shape(engine.init, params0, run_key, hyper)
-        print(f"[{name}] plan: {engine.plan(template, inputs.train)}", file=sys.stderr)
+        print(f"[{name}] plan: {engine.plan(template, train)}", file=sys.stderr)
     if announce:
         if carry is None:
             carry = engine.init(params0, run_key, hyper)  # the run continues from it
-        _announce_long_run(engine, carry, inputs, plan, announce)
+        _announce_long_run(engine, carry, train, inputs.eval_data, plan, announce)
     progress = Progress(name, config.steps, quiet)
-    recorder = Recorder(name, config, inputs.mean_count, history, wall0, runs=tags)
+    recorder = Recorder(name, config, mean_count, history, wall0, runs=tags)
     checkpointer = Checkpointer(ckpt, recorder, every=config.checkpoint_every, total_steps=config.steps,
                                 fingerprint=plan.fingerprints[name], saved_step=saved_step)
     labels = None if tags is None else [_run_label(t) for t in tags]
     callbacks = [DivergenceCheck(algorithm, checkpointer, runs=labels), recorder, progress, checkpointer, StopOnInterrupt()]
     if stop is not None:
         callbacks.append(stop)
-    engine.run(params0, inputs.train, config.steps, run_key, eval_data=inputs.eval_data, carry=carry,
+    engine.run(params0, train, config.steps, run_key, eval_data=inputs.eval_data, carry=carry,
                callbacks=callbacks, hyperparams=hyper)
     return recorder.history
 

@@ -72,6 +72,36 @@ def test_run_r_of_a_batch_is_that_seed_alone(algorithm, setting, loop):
     assert len(set(np.round(spread, 6))) == R  # the runs are different runs
 
 
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_each_run_on_its_own_split(setting):
+    """``data_per_run``: run r trains (and measures its train metrics) on data[r] alone."""
+    splits = [_data(seed) for seed in range(R)]
+    data = eng.NodeData(*(np.stack(a) for a in zip(*splits)))
+    keys = jax.random.split(jax.random.PRNGKey(2), R)
+    params = np.stack([_params(r) for r in range(R)])
+    common = dict(batch_size=4, eval_every=5, **SETTINGS[setting])
+    batch = eng.Engine(ecl_pdmm(lr=0.1, eta=0.5), tp.ring(N), _logistic_loss, runs=R, data_per_run=True, **common)
+    carry, hist = batch.run(params, data, 12, keys)
+    single = eng.Engine(ecl_pdmm(lr=0.1, eta=0.5), tp.ring(N), _logistic_loss, **common)
+    for r in range(R):
+        c, h = single.run(params[r], splits[r], 12, keys[r])
+        for k in h:
+            np.testing.assert_allclose(hist[k][:, r], h[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    shared, _ = eng.Engine(ecl_pdmm(lr=0.1, eta=0.5), tp.ring(N), _logistic_loss, runs=R, **common).run(
+        params, splits[0], 12, keys)
+    assert not np.allclose(np.asarray(shared.state.params)[1], np.asarray(carry.state.params)[1])
+
+
+def test_data_per_run_needs_the_run_axis():
+    from ecl_jax.errors import DataError
+
+    with pytest.raises(ValueError, match=r"data_per_run must be True \(with runs"):
+        eng.Engine(ecl_pdmm(lr=0.1), tp.ring(N), _logistic_loss, data_per_run=True)
+    engine = eng.Engine(ecl_pdmm(lr=0.1), tp.ring(N), _logistic_loss, runs=R, data_per_run=True, batch_size=4)
+    with pytest.raises(DataError, match=r"data_per_run: data.x needs a leading run axis of size 3"):
+        engine.check_data(_data())
+
+
 def test_a_batched_run_resumes_bit_identically():
     data = _data()
     keys = jax.random.split(jax.random.PRNGKey(1), R)
@@ -171,6 +201,35 @@ def test_seeds_are_one_program_and_seed_s_is_the_run_of_seed_s(tmp_path):
     assert final["gossip"]["test_acc_mean_std"] == pytest.approx(np.std(accs, ddof=1))
     assert final["gossip"]["test_acc_mean_std"] > 0  # three different runs
     assert {p.name for p in batch.plots} == {"accuracy.png", "loss.png", "consensus.png"}
+
+
+def test_split_per_seed_gives_seed_s_the_split_of_seed_s(tmp_path):
+    """``split_per_seed``: seed s of a batch (here with a sweep too) trains on the split of
+    partition seed s, as ``--set seed=s --set split_per_seed=true`` alone does."""
+    batch = _tiny(tmp_path, seeds=2, seed=1, split_per_seed=True, sweep={"lr": [0.02, 0.05]}, name="batch")
+    from ecl_jax.runner import run_experiment
+
+    rows = _csv(run_experiment(batch, quiet=True).run_dir / "metrics.csv")
+    split = (tmp_path / "batch" / "split.csv").read_text().splitlines()
+    assert split[0].startswith("# seed,class_0") and {line.split(",")[0] for line in split[1:]} == {"1", "2"}
+    by_seed = [sorted(line.split(",", 1)[1] for line in split[1:] if line.startswith(f"{s},")) for s in (1, 2)]
+    assert by_seed[0] != by_seed[1]  # two different splits
+    alone = run_experiment(_tiny(tmp_path, seed=2, lr=0.05, split_per_seed=True, name="alone"), quiet=True)
+    theirs = _csv(alone.run_dir / "metrics.csv")
+    mine = [r for r in rows if r["seed"] == "2" and r["run"] == "lr=0.05"]
+    assert len(mine) == len(theirs) == 4
+    for a, b in zip(theirs, mine):
+        assert a["algorithm"] == b["algorithm"]
+        for k in a:
+            if k not in ("algorithm", "wall_time", "step"):
+                np.testing.assert_allclose(float(b[k]), float(a[k]), rtol=2e-5, atol=1e-6, err_msg=k)
+
+
+def test_split_per_seed_refuses_a_partition_seed(tmp_path):
+    from ecl_jax.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"partition_seed=3 has no effect with split_per_seed=true"):
+        _tiny(tmp_path, split_per_seed=True, partition_seed=3)
 
 
 def test_an_interrupted_batch_of_seeds_resumes_to_the_same_results(tmp_path):
