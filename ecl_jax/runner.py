@@ -605,8 +605,8 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
         node_schedule=inputs.node_schedule, eval_every=config.eval_every, eval_fn=inputs.eval_fn,
         runtime=inputs.runtime, runs=None if tags is None else len(tags), data_per_run=inputs.per_seed_data,
     )
-    params0, run_key, train = (_over_points(t, len(points), config.seeds)
-                               for t in (inputs.params0, inputs.run_key, inputs.train))
+    params0, run_key = (_over_points(t, len(points), config.seeds) for t in (inputs.params0, inputs.run_key))
+    train = _over_points(inputs.train, len(points), config.seeds) if inputs.per_seed_data else inputs.train
     mean_count = inputs.mean_count * len(points) if inputs.per_seed_data else inputs.mean_count[0]  # run r: seed r % seeds
     hyper = ({k: np.array([p[k] for p in points for _ in range(config.seeds)]) for k in _varying(points)}
              if len(points) > 1 else None)
