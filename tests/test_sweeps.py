@@ -23,6 +23,7 @@ from ecl_jax.algorithms import (HyperState, check_sweep, ecl, ecl_pdmm, gossip, 
                                 set_hyperparams)
 from ecl_jax.algorithms.edge_consensus import ECLConfig
 from ecl_jax.runtime import FreeRunning
+from test_runs import _csv, _tiny
 
 N, P = 6, 3
 
@@ -141,25 +142,6 @@ def test_bad_values_and_names_are_refused():
 
 
 # ------------------------------------------------------------------ ecl-jax run --sweep
-def _tiny(tmp_path, **kw):
-    import dataclasses
-
-    from ecl_jax.config import RunConfig
-
-    base = RunConfig(name="tiny", dataset="mnist5k", n_train=600, n_test=200, model="logistic", n_nodes=4,
-                     partition="k_classes", partition_k=3, topology="ring", edge_schedule="bernoulli:K=2",
-                     algorithms=("ecl-pdmm", "gossip"), lr=0.05, batch_size=8, steps=40, eval_every=20,
-                     out_dir=str(tmp_path))
-    return dataclasses.replace(base, **kw)
-
-
-def _csv(path):
-    import csv
-
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
-
-
 SWEEP = {"lr": [0.02, 0.05], "ecl-pdmm.eta": [0.5, 2.0]}
 
 
