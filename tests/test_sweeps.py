@@ -11,44 +11,17 @@ import functools
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ecl_jax import engine as eng
-from ecl_jax import masks as mk
 from ecl_jax import registry
 from ecl_jax import topology as tp
 from ecl_jax.algorithms import (HyperState, check_sweep, ecl, ecl_pdmm, gossip, inject_hyperparams,
                                 set_hyperparams)
 from ecl_jax.algorithms.edge_consensus import ECLConfig
-from ecl_jax.runtime import FreeRunning
-from test_runs import _csv, _tiny
-
-N, P = 6, 3
-
-
-def _loss(w, x, y, rng):
-    z = x @ w
-    return jnp.logaddexp(0.0, z) - y * z
-
-
-def _data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(N, 12, P)).astype(np.float32)
-    y = (rng.random((N, 12)) < 0.5).astype(np.float32)
-    return eng.NodeData(x, y, np.full(N, 12, np.int32))
-
-
-def _params(seed):
-    return np.random.default_rng(100 + seed).normal(size=(N, P)).astype(np.float32)
-
-
-SETTINGS = {
-    "bernoulli": dict(edge_schedule=mk.BernoulliEdges(0.5), node_schedule=mk.BernoulliNodes(0.8)),
-    "free": dict(edge_schedule=mk.BernoulliEdges(0.7), runtime=FreeRunning(speed=0.7, jitter=0.2, failure_prob=0.1)),
-}
-
+from test_runs import SETTINGS, N, _csv, _data, _params, _tiny
+from test_runs import _logistic_loss as _loss
 
 def _sgd(lr, momentum):
     return registry._sgd(gossip)(lr, momentum=momentum)
