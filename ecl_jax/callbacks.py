@@ -92,13 +92,15 @@ class Recorder:
     with that run's tags (its ``seed``; in a sweep its ``run`` label and swept values).
 
     ``mean_count``: the mean samples per node (the epoch's length), or a list of one per run
-    (each run on its own split). ``wall`` is the run's wall time so far: ``wall0`` (from a checkpoint) plus the time
+    (each run on its own split); ``message_bytes``: the bytes of one message (the bytes
+    columns; :meth:`~ecl_jax.engine.Engine.message_bytes`). ``wall`` is the run's wall time so far: ``wall0`` (from a checkpoint) plus the time
     since this recorder was made.
     """
 
     def __init__(self, algo: str, config: Any, mean_count: float, history: list[dict] | None = None,
-                 wall0: float = 0.0, runs: list[dict] | None = None):
+                 wall0: float = 0.0, runs: list[dict] | None = None, message_bytes: int | None = None):
         self.algo, self.config, self.mean_count, self.runs = algo, config, mean_count, runs
+        self.message_bytes = message_bytes
         self.history = [] if history is None else history
         self.wall0 = self.wall = wall0
         self.start = time.time()
@@ -106,13 +108,15 @@ class Recorder:
     def __call__(self, carry, metrics: dict) -> None:
         self.wall = self.wall0 + time.time() - self.start
         if self.runs is None:
-            self.history.append(history_row(metrics, self.algo, self.config, self.mean_count, self.wall))
+            self.history.append(history_row(metrics, self.algo, self.config, self.mean_count, self.wall,
+                                            message_bytes=self.message_bytes))
             return
         metrics = {k: np.asarray(v) for k, v in metrics.items()}
         for r, tags in enumerate(self.runs):
             one = {k: v[r] for k, v in metrics.items()}
             count = self.mean_count[r] if isinstance(self.mean_count, (list, tuple)) else self.mean_count
-            self.history.append(history_row(one, self.algo, self.config, count, self.wall, tags=tags))
+            self.history.append(history_row(one, self.algo, self.config, count, self.wall, tags=tags,
+                                            message_bytes=self.message_bytes))
 
 
 class Checkpointer:

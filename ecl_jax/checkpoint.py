@@ -46,8 +46,9 @@ __all__ = [
     "previous_path",
 ]
 
-CHECKPOINT_FORMAT = 4
-"""Version of the checkpoint's state layout: 4 = as 3, and ECL's duals carry the per-end
+CHECKPOINT_FORMAT = 5
+"""Version of the checkpoint's state layout: 5 = as 4, and the carry holds the messages delivered
+so far (:class:`ecl_jax.communication.Traffic`); 4 = as 3, and ECL's duals carry the per-end
 ``news`` flags (:class:`ecl_jax.duals.EdgeDuals`); 3 = per-edge state in the layout ``config.layout``
 picks (:mod:`ecl_jax.layouts`; "auto" picks shift on rings and tori), ECL's duals as
 :class:`ecl_jax.duals.EdgeDuals`; 2 = the slots layout by default on those graphs; 1 (no

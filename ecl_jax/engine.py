@@ -9,6 +9,7 @@
     x, y, w     = sampler.sample(data, keys.batch, ...)           (x [N, B, ...], y [N, B])
     grads       = node_gradients(loss_fn, params, x, y, w, ...)   execution.py
     state       = algorithm.step(state, grads, topology, who.edge_active, who.node_active)
+    traffic     = communication.count(traffic, algorithm.messages, ...)   communication.py (messages per edge)
 
 Every ``eval_every`` steps the chunk returns the metrics (metrics.py). A run calls the
 same compiled chunk function repeatedly (the last chunk masks the steps past T), so it
@@ -30,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ecl_jax import communication
 from ecl_jax.algorithms.base import Algorithm, tree_constant_dtype
 from ecl_jax.algorithms.hyperparams import set_hyperparams
 from ecl_jax.errors import DataError
@@ -64,15 +66,17 @@ def _per_run(name: str, value, runs: int) -> jax.Array:
 
 class Carry(NamedTuple):
     """Everything a run needs to continue: algorithm state, next step, base key, the node
-    clocks of a free-running runtime (:class:`~ecl_jax.runtime.Clocks`; ``()`` in lockstep)
-    and the nodes' epoch permutations (:class:`~ecl_jax.sampling.EpochOrder` with
-    ``epoch_samples``, else ``()``)."""
+    clocks of a free-running runtime (:class:`~ecl_jax.runtime.Clocks`; ``()`` in lockstep),
+    the nodes' epoch permutations (:class:`~ecl_jax.sampling.EpochOrder` with
+    ``epoch_samples``, else ``()``) and the messages delivered so far
+    (:class:`~ecl_jax.communication.Traffic`; ``()`` for a rule without ``messages``)."""
 
     state: Any
     step: jax.Array
     key: jax.Array
     clocks: Any = ()
     order: Any = ()
+    traffic: Any = ()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -179,8 +183,10 @@ class Engine:
         state = self.algorithm.init(params, self.topology)
         if hyperparams is not None:
             state = set_hyperparams(state, hyperparams)
-        n = self.topology.n_nodes
-        return Carry(state, jnp.zeros((), jnp.int32), key, self.participation.init(key), self.sampler.init(n, key))
+        n, messages = self.topology.n_nodes, self.algorithm.messages
+        traffic = () if messages is None else communication.init(self.topology, messages)
+        return Carry(state, jnp.zeros((), jnp.int32), key, self.participation.init(key), self.sampler.init(n, key),
+                     traffic)
 
     def _check_memory(self, params, key: jax.Array, data: NodeData, carry: Carry | None = None) -> None:
         """With ``runs``: refuse, before anything is compiled, a batch estimated not to fit
@@ -299,6 +305,12 @@ class Engine:
         stacked = {k: np.stack([h[k] for h in history]) for k in history[0]} if history else {}
         return carry, stacked
 
+    def message_bytes(self, carry: Carry) -> int | None:
+        """Bytes of one message of the algorithm (:func:`~ecl_jax.communication.payload_bytes`
+        of one node's params, in their dtypes); None when the rule does not say what it sends."""
+        node0 = self._executor.node0(self.algorithm.node_params, carry.state)
+        return communication.payload_bytes(self.algorithm.messages, node0)
+
     def sample_batch(self, data: NodeData, key: jax.Array, dtype: Any = jnp.float32,
                      order: EpochOrder | None = None, own_step: Any = 0):
         """The engine's minibatch of one step (:meth:`~ecl_jax.sampling.Sampler.sample`)."""
@@ -311,6 +323,8 @@ class Engine:
         out = {"step": carry.step, **model_metrics(self.loss_fn, params, data, train_metrics=self.train_metrics)}
         if self.runtime is not None:  # each node's own local steps so far (ticks are carry.step)
             out["local_steps"] = carry.clocks.steps
+        if self.algorithm.messages is not None:  # so far, per node (bytes: message_bytes)
+            out["messages_sent"], out["messages_received"] = communication.per_node(carry.traffic, self.topology)
         if self.eval_fn is not None:
             out.update(self.eval_fn(params, eval_data))
         return out
@@ -326,7 +340,11 @@ class Engine:
         rngs = jax.random.split(keys.dropout, self.topology.n_nodes)
         grads = node_gradients(self.loss_fn, params, x, y, w, rngs, plan.node_grads)
         state = self.algorithm.step(carry.state, grads, self.topology, who.edge_active, who.node_active)
-        return Carry(state, carry.step + 1, carry.key, clocks, order)
+        traffic = carry.traffic
+        if self.algorithm.messages is not None:
+            traffic = communication.count(traffic, self.algorithm.messages, self.topology, who.edge_active,
+                                          who.node_active)
+        return Carry(state, carry.step + 1, carry.key, clocks, order, traffic)
 
     def _step_impl(self, carry: Carry, data: NodeData, total_steps: jax.Array, plan: ExecutionPlan) -> Carry:
         """One step (python loop plan; :meth:`run_chunk` stops at ``total_steps`` on the host)."""

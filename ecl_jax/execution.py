@@ -212,6 +212,11 @@ class Executor:
         self.step = jax.jit(over(step_fn), static_argnames=("plan",), donate_argnums=donated)
         self.metrics = jax.jit(over(metrics_fn))
 
+    def node0(self, node_params: Callable, state: Any) -> Any:
+        """Node 0's abstract params (``node_params(state)``, of run 0 with ``runs``); shapes only."""
+        state = jax.tree_util.tree_map(_abstract, state) if self.runs is None else one_run(state)
+        return jax.tree_util.tree_map(_drop_axis, jax.eval_shape(node_params, state))
+
     def has_convolutions(self, loss_fn: Callable, node_params: Callable, state: Any, x: Any, y: Any,
                          rows: int) -> bool:
         """:func:`has_convolutions` of ``loss_fn`` on node 0's abstract params
@@ -220,8 +225,7 @@ class Executor:
         memoised on them."""
         key = _spec_key((state, x, y))
         if key not in self._convolutions:
-            state = jax.tree_util.tree_map(_abstract, state) if self.runs is None else one_run(state)
-            node0 = jax.tree_util.tree_map(_drop_axis, jax.eval_shape(node_params, state))
+            node0 = self.node0(node_params, state)
             rows_of = lambda a: jax.ShapeDtypeStruct((rows,) + tuple(a.shape[2:]), jnp.result_type(a))
             self._convolutions[key] = has_convolutions(loss_fn, node0, rows_of(x), rows_of(y))
         return self._convolutions[key]

@@ -64,7 +64,9 @@ _XLABEL = {
     "epoch": "epoch (samples per node / local data size)",
     "round": "round (K local steps)",
     "step": "step",
+    "bytes": "bytes sent per node (mean over nodes)",
 }
+_X_COLUMN = {"bytes": "bytes_sent_mean"}  # an x axis read from another column
 
 
 def _series(history: list[dict], key: str, x_axis: str = "epoch"):
@@ -73,7 +75,8 @@ def _series(history: list[dict], key: str, x_axis: str = "epoch"):
     with a band of +- one standard deviation over seeds, clipped to the seeds' range (x: the
     first seed's)."""
     vals = [r.get(key) for r in history]
-    if any(v is None for v in vals):
+    x_axis = _X_COLUMN.get(x_axis, x_axis)
+    if any(v is None for v in vals) or any(x_axis not in r for r in history):
         return None
     node_mean = lambda v: np.atleast_1d(np.asarray(v, float))
     if history and "seed" in history[0]:
@@ -119,7 +122,7 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
     # compare with many runs x algorithms: a wider figure with the legend beside the axes
     outside = styles is not None and len(histories) + len(reference or {}) > 6
     fig, ax = plt.subplots(figsize=(10.0, 4.8) if outside else (6.4, 4.2), dpi=120)
-    drawn, flat, notes = 0, [], [note] if note else []
+    drawn, flat, silent, notes = 0, [], [], [note] if note else []
     for name, hist in histories.items():
         s = _series(hist, key, x_axis)
         if s is None:
@@ -127,6 +130,9 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
         x, mean, lo, hi = s
         if log and not (hi > 0).any():
             flat.append(name)
+            continue
+        if x_axis == "bytes" and not (x > 0).any():
+            silent.append(name)
             continue
         if styles and name in styles:
             style = dict(styles[name])
@@ -144,6 +150,8 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
         return None
     if flat:
         notes.append(f"not drawn (0 throughout, no place on a log axis): {', '.join(flat)}")
+    if silent:
+        notes.append(f"not drawn (sends no messages): {', '.join(silent)}")
     shown = set(histories) | {h[0].get("algorithm") for h in histories.values() if h}
     for name, value in (reference or {}).items():
         if name not in shown:
@@ -152,6 +160,10 @@ def plot_histories(histories: dict[str, list[dict]], key: str, ylabel: str, path
         ax.axhline(float(value), color=color, linestyle=(0, (2, 2)), linewidth=0.9, alpha=0.8,
                    label=f"{name} (published)")
     ax.set_xlabel(_XLABEL[x_axis])
+    if x_axis == "bytes":
+        from matplotlib.ticker import EngFormatter
+
+        ax.xaxis.set_major_formatter(EngFormatter(unit="B"))  # 500 kB, 2 MB
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
@@ -194,6 +206,8 @@ def _plot_three(out_dir: pathlib.Path, histories: dict[str, list[dict]], title: 
                        reference=published.get("test_loss"), note=published_note, **kw),
         plot_histories(histories, "consensus_distance", "consensus distance (1/N) sum ||w_i - w_bar||^2",
                        out_dir / "consensus.png", log=True, **kw),
+        plot_histories(histories, "test_acc_node", "test accuracy (mean over nodes)", out_dir / "accuracy_bytes.png",
+                       **dict(kw, x_axis="bytes")),
     ]
     return [p for p in out if p is not None]
 
@@ -203,7 +217,7 @@ def _plot_three(out_dir: pathlib.Path, histories: dict[str, list[dict]], title: 
 REQUIRED_COLUMNS = ("step", "epoch", "algorithm")
 _TEXT_COLUMNS = {"algorithm", "run"}
 _NUMERIC_COLUMNS = {"step", "epoch", "round", "samples_seen", "wall_time", "consensus_distance", "seed"}
-_NUMERIC_PREFIXES = ("test_", "train_", "mean_model_")
+_NUMERIC_PREFIXES = ("test_", "train_", "mean_model_", "messages_", "bytes_")
 _NODE_COLUMN = re.compile(r"(.+_node)_(\d+)$")
 _WRITTEN_BY = "a metrics.csv written by `ecl-jax run` has the columns step, epoch, algorithm, test_acc_node_<i>, ..."
 
@@ -329,7 +343,7 @@ COMPARE_MARKER = ".ecl_jax_compare"
 """File that marks a folder written by ``ecl-jax compare`` (it may overwrite its own outputs there)."""
 COMPARE_TABLE_CSV, COMPARE_TABLE_MD, COMPARE_SERIES_JSON = "compare.csv", "compare.md", "compare.json"
 """The outputs of ``ecl-jax compare`` besides the figures (docs/outputs.md#ecl-jax-compare)."""
-_COMPARE_OUTPUTS = ("accuracy.png", "loss.png", "consensus.png", COMPARE_TABLE_CSV, COMPARE_TABLE_MD, COMPARE_SERIES_JSON)
+_COMPARE_OUTPUTS = ("accuracy.png", "loss.png", "consensus.png", "accuracy_bytes.png", COMPARE_TABLE_CSV, COMPARE_TABLE_MD, COMPARE_SERIES_JSON)
 _RUN_FOLDER_SIGNS = ("config.json", "metrics.csv", "checkpoints", "final.json")
 
 

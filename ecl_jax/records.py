@@ -21,14 +21,17 @@ __all__ = ["history_row", "line_name", "lines", "last_points", "summarize", "wri
 
 
 def history_row(metrics: dict, algo: str, config: Any, mean_count: float, wall: float,
-                tags: dict | None = None) -> dict:
+                tags: dict | None = None, message_bytes: int | None = None) -> dict:
     """One metric point as a JSON-friendly row: step, epoch (local steps * batch / mean node
     size), round (local steps / K), samples seen, wall time, then every metric (per-node ones
     as lists; ``node_loss`` / ``mean_model_loss`` renamed ``train_loss_node`` /
     ``mean_model_train_loss``). Local steps are the step in lockstep and, under a free-running
     runtime (step = tick), the mean over nodes of their own steps (metric ``local_steps``).
     ``tags``: a run's place in a batch (columns after ``algorithm``): ``run`` (a sweep's
-    point as text, ``eta=0.5 lr=0.1``), ``seed``, and each swept value under its option's name."""
+    point as text, ``eta=0.5 lr=0.1``), ``seed``, and each swept value under its option's name.
+    Communication so far (metrics ``messages_sent`` / ``messages_received`` [N], with
+    ``message_bytes`` the bytes of one message): ``messages_sent_mean``, ``messages_sent_max``,
+    ``bytes_sent_mean``, ``bytes_sent_max`` and the same for received (mean and max over nodes)."""
     step = int(metrics["step"])
     own = np.asarray(metrics["local_steps"], np.float64) if "local_steps" in metrics else np.full(config.n_nodes, step)
     row = {
@@ -40,9 +43,16 @@ def history_row(metrics: dict, algo: str, config: Any, mean_count: float, wall: 
         "samples_seen": int(own.sum()) * config.batch_size,
         "wall_time": wall,
     }
+    for way in ("sent", "received"):
+        if f"messages_{way}" in metrics:
+            count = np.asarray(metrics[f"messages_{way}"], np.int64)
+            row[f"messages_{way}_mean"], row[f"messages_{way}_max"] = float(count.mean()), int(count.max())
+            if message_bytes is not None:
+                row[f"bytes_{way}_mean"] = float(count.mean()) * message_bytes
+                row[f"bytes_{way}_max"] = int(count.max()) * message_bytes
     rename = {"node_loss": "train_loss_node", "mean_model_loss": "mean_model_train_loss"}
     for k, v in metrics.items():
-        if k == "step":
+        if k == "step" or k.startswith("messages_"):
             continue
         k = rename.get(k, k)
         v = np.asarray(v)

@@ -618,15 +618,15 @@ def _run_algorithm(plan: _RunPlan, inputs: _TrainingInputs, algorithm, *, quiet:
         saved_step = steps_done(carry)
         if not quiet:
             print(f"[{name}] resuming from step {saved_step}", file=sys.stderr)
+    template = carry if carry is not None else jax.eval_shape(engine.init, params0, run_key, hyper)
     if not quiet:
-        template = carry if carry is not None else jax.eval_shape(engine.init, params0, run_key, hyper)
         print(f"[{name}] plan: {engine.plan(template, train)}", file=sys.stderr)
     if announce:
         if carry is None:
             carry = engine.init(params0, run_key, hyper)  # the run continues from it
         _announce_long_run(engine, carry, train, inputs.eval_data, plan, announce)
     progress = Progress(name, config.steps, quiet)
-    recorder = Recorder(name, config, mean_count, history, wall0, runs=tags)
+    recorder = Recorder(name, config, mean_count, history, wall0, runs=tags, message_bytes=engine.message_bytes(template))
     checkpointer = Checkpointer(ckpt, recorder, every=config.checkpoint_every, total_steps=config.steps,
                                 fingerprint=plan.fingerprints[name], saved_step=saved_step)
     labels = None if tags is None else [_run_label(t) for t in tags]

@@ -200,7 +200,7 @@ def test_seeds_are_one_program_and_seed_s_is_the_run_of_seed_s(tmp_path):
     assert final["gossip"]["test_acc_mean"] == pytest.approx(np.mean(accs))
     assert final["gossip"]["test_acc_mean_std"] == pytest.approx(np.std(accs, ddof=1))
     assert final["gossip"]["test_acc_mean_std"] > 0  # three different runs
-    assert {p.name for p in batch.plots} == {"accuracy.png", "loss.png", "consensus.png"}
+    assert {p.name for p in batch.plots} == {"accuracy.png", "loss.png", "consensus.png", "accuracy_bytes.png"}
 
 
 def test_split_per_seed_gives_seed_s_the_split_of_seed_s(tmp_path):

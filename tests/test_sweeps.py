@@ -149,7 +149,7 @@ def test_a_sweep_point_is_the_run_of_that_setting(tmp_path):
     assert final["ecl-pdmm (lr=0.05 eta=2)"]["test_acc_mean_std"] == pytest.approx(np.std(accs, ddof=1))
     assert final["ecl-pdmm (lr=0.05 eta=2)"]["seeds"] == [3, 4]
     assert sorted(read_metrics_csv(batch.run_dir / "metrics.csv")) == sorted(final)  # replots: a line per point
-    assert {p.name for p in batch.plots} == {"accuracy.png", "loss.png", "consensus.png"}
+    assert {p.name for p in batch.plots} == {"accuracy.png", "loss.png", "consensus.png", "accuracy_bytes.png"}
 
 
 def test_an_interrupted_sweep_resumes_to_the_same_results(tmp_path):

@@ -22,6 +22,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from ecl_jax.communication import Messages
 from ecl_jax.execution import run_invariant
 from ecl_jax.layouts import expand
 from ecl_jax.masks import computes
@@ -70,6 +71,8 @@ class Algorithm(NamedTuple):
       step: ``(state, grads, topology, edge_active [E], node_active [N] or Activity) -> state``.
       node_params: ``state -> params [N, ...]`` (the models the nodes evaluate).
       config: the static hyperparameters (a frozen dataclass), for logs.
+      messages: what one exchange sends (:class:`~ecl_jax.communication.Messages`), so the
+        engine counts messages and bytes; None: the rule does not say and nothing is counted.
     """
 
     name: str
@@ -77,6 +80,7 @@ class Algorithm(NamedTuple):
     step: StepFn
     node_params: NodeParamsFn
     config: Any = None
+    messages: Messages | None = None
 
 
 def constant_dtype(dtype: Any) -> jnp.dtype:

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import optax
 
 from ecl_jax import graph_ops as gops
+from ecl_jax.communication import SILENT, Messages
 from ecl_jax.algorithms.base import (
     Algorithm,
     check_node_stacked,
@@ -71,6 +72,10 @@ class BaselineConfig:
     name: str
     optimizer: optax.GradientTransformation
     lr: float | None = None
+
+
+MODEL = Messages(lambda w: w)
+"""A model per exchange and direction (gossip, pairwise gossip, DSGD)."""
 
 
 def _make_optimizer(lr: float | None, optimizer: optax.GradientTransformation | None) -> optax.GradientTransformation:
@@ -188,7 +193,7 @@ def gossip(lr: float | None = None, *, optimizer: optax.GradientTransformation |
         active = gops.edge_mask(topology, edge_active, node_active)
         return OptState(_mix(topology, half, _mh_weights(topology, active)), opt)
 
-    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
+    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr), MODEL)
 
 
 def _received_algorithm(name, tx, lr, combine):
@@ -214,7 +219,7 @@ def _received_algorithm(name, tx, lr, combine):
         exchanging = gops.exchanging_edges(topology, edge_active, node_active)
         return ReceivedState(new, opt, gops.refresh_received(topology, state.received, new, exchanging))
 
-    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
+    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr), MODEL)
 
 
 def pairwise_gossip(lr: float | None = 0.05, *, optimizer=None, name: str = "pairwise-gossip") -> Algorithm:
@@ -264,7 +269,8 @@ def gradient_tracking(lr: float | None = None, *, optimizer=None, name: str = "g
         weights = _mh_weights(topology, gops.edge_mask(topology, edge_active, node_active))
         return TrackingState(_mix(topology, half, weights), opt, _mix(topology, tracker, weights), prev)
 
-    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
+    # the mixing W (w + u(y)) and W y read both the neighbours' models and their trackers
+    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr), Messages(lambda w: (w, w)))
 
 
 def local_sgd(lr: float | None = None, *, optimizer=None, name: str = "local") -> Algorithm:
@@ -280,7 +286,7 @@ def local_sgd(lr: float | None = None, *, optimizer=None, name: str = "local") -
                                  node_active=node_active, keep=(state.params, state.opt_state))
         return OptState(new, opt)
 
-    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr))
+    return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr), SILENT)
 
 
 def centralized(lr: float | None = None, *, optimizer=None, name: str = "centralized") -> Algorithm:
@@ -304,4 +310,4 @@ def centralized(lr: float | None = None, *, optimizer=None, name: str = "central
     def node_params(state):
         return jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (state.n_nodes,) + w.shape[1:]), state.params)
 
-    return Algorithm(name, init, step, node_params, BaselineConfig(name, tx, lr))
+    return Algorithm(name, init, step, node_params, BaselineConfig(name, tx, lr), SILENT)  # no peer messages

@@ -47,6 +47,7 @@ import numpy as np
 
 from ecl_jax import graph_ops as gops
 from ecl_jax.algorithms.base import Algorithm, check_node_stacked, constant_dtype, for_each_node
+from ecl_jax.communication import Messages
 from ecl_jax.duals import EdgeDuals
 from ecl_jax.topology import Topology
 from ecl_jax.validation import is_array_value, is_int
@@ -277,7 +278,10 @@ def ecl(config: ECLConfig) -> Algorithm:
         new_recv = gops.refresh_received(topology, state.received, new_w, exchanging) if use_rho else None  # w_j^recv <- w_j
         return ECLState(new_w, new_z, new_zbar, new_recv, state.count + 1)
 
-    return Algorithm(config.name, init, step, lambda s: s.params, config)
+    # one message per exchange and direction: the dual y_{i|j} (shaped like the model), and the
+    # model itself with rho > 0 (w_j^recv); a direction sends only with news (EdgeDuals.exchange)
+    sent = (lambda w: (w, w)) if use_rho else (lambda w: w)
+    return Algorithm(config.name, init, step, lambda s: s.params, config, Messages(sent, one_way=True))
 
 
 def ecl_pdmm(lr: LearningRate, eta: float = 1.0, **kwargs) -> Algorithm:

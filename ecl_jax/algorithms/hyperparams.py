@@ -73,7 +73,7 @@ def inject_hyperparams(build: Callable[..., Algorithm], static_args: Sequence[st
         def node_params(state: HyperState):
             return rebuilt(state.hyperparams).node_params(state.inner)
 
-        return Algorithm(template.name, init, step, node_params, template.config)
+        return Algorithm(template.name, init, step, node_params, template.config, template.messages)
 
     return make
 
