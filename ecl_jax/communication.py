@@ -11,12 +11,13 @@ A rule says what it sends with :class:`Messages` (``Algorithm.messages``)::
                       :class:`~ecl_jax.duals.EdgeDuals`); in lockstep both ends just stepped
 
 The engine keeps :class:`Traffic` in the carry: per undirected edge e = (a, b) (``topology.edges``)
-the messages delivered each way, ``delivered[e] = (a -> b, b -> a)``, one elementwise add per
+the messages delivered each way, ``delivered[:, e] = (a -> b, b -> a)`` ([2, E]: a leading
+axis that is never the node axis, so node sharding leaves it whole), one elementwise add per
 step on the exchanging edges (:func:`~ecl_jax.graph_ops.exchanging_edges`, the edges the rules
 exchange on). Per node, at each metric point (:func:`per_node`)::
 
-    sent_i     = sum_{e = (i, b)} delivered[e, 0] + sum_{e = (a, i)} delivered[e, 1]
-    received_i = sum_{e = (a, i)} delivered[e, 0] + sum_{e = (i, b)} delivered[e, 1]
+    sent_i     = sum_{e = (i, b)} delivered[0, e] + sum_{e = (a, i)} delivered[1, e]
+    received_i = sum_{e = (a, i)} delivered[0, e] + sum_{e = (i, b)} delivered[1, e]
     bytes      = messages x payload bytes (:func:`payload_bytes`, in the exchanged dtype)
 
 so sent and received agree summed over nodes.
@@ -51,8 +52,8 @@ SILENT = Messages(None)
 
 
 class Traffic(NamedTuple):
-    """Messages delivered so far per undirected edge and direction, ``delivered`` int32 [E, 2]
-    (a -> b, b -> a); ``news`` bool [E, 2] with one-way messages (the direction's sender
+    """Messages delivered so far per direction and undirected edge, ``delivered`` int32 [2, E]
+    (a -> b, b -> a); ``news`` bool [2, E] with one-way messages (the direction's sender
     stepped since the edge's last exchange), else ``()``."""
 
     delivered: jax.Array
@@ -62,7 +63,7 @@ class Traffic(NamedTuple):
 def init(topology: Topology, messages: Messages) -> Traffic:
     """No message delivered yet (and no news: the duals start equal on both ends)."""
     e = topology.n_edges
-    return Traffic(jnp.zeros((e, 2), jnp.int32), jnp.zeros((e, 2), bool) if messages.one_way else ())
+    return Traffic(jnp.zeros((2, e), jnp.int32), jnp.zeros((2, e), bool) if messages.one_way else ())
 
 
 def count(traffic: Traffic, messages: Messages, topology: Topology, edge_active: jax.Array,
@@ -72,12 +73,12 @@ def count(traffic: Traffic, messages: Messages, topology: Topology, edge_active:
     :class:`~ecl_jax.masks.Activity`) only from an end that stepped since the last exchange."""
     if messages.payload is None:
         return traffic
-    on = gops.exchanging_edges(topology, edge_active, node_active)[:, None]  # [E, 1]
+    on = gops.exchanging_edges(topology, edge_active, node_active)[None]  # [1, E]
     news = traffic.news
     if messages.one_way and isinstance(node_active, Activity):
         ends = np.asarray(topology.edges)
         c = jnp.asarray(node_active.computes, bool)
-        fresh = news | jnp.stack([c[ends[:, 0]], c[ends[:, 1]]], axis=-1)  # [E, 2]: a has news, b has news
+        fresh = news | jnp.stack([c[ends[:, 0]], c[ends[:, 1]]])  # [2, E]: a has news, b has news
         sent, news = on & fresh, fresh & ~on
     else:
         sent = jnp.broadcast_to(on, traffic.delivered.shape)
@@ -88,8 +89,8 @@ def per_node(traffic: Traffic, topology: Topology) -> tuple[jax.Array, jax.Array
     """(messages sent [N], messages received [N]) by every node so far (module docstring)."""
     ends, n, d = np.asarray(topology.edges), topology.n_nodes, traffic.delivered
     into = lambda values, at: jax.ops.segment_sum(values, at, num_segments=n)
-    sent = into(d[:, 0], ends[:, 0]) + into(d[:, 1], ends[:, 1])
-    received = into(d[:, 0], ends[:, 1]) + into(d[:, 1], ends[:, 0])
+    sent = into(d[0], ends[:, 0]) + into(d[1], ends[:, 1])
+    received = into(d[0], ends[:, 1]) + into(d[1], ends[:, 0])
     return sent, received
 
 

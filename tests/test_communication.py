@@ -85,7 +85,7 @@ def test_duals_go_one_way_from_a_node_with_news():
     _, carry, sent, received = _counts(ecl_pdmm(0.1), 2, edge_schedule=_Fixed(edges), node_schedule=nodes)
     np.testing.assert_array_equal(sent, [1, 0, 0, 0])  # step 0's edge (1,2): neither end has news
     np.testing.assert_array_equal(received, [0, 1, 0, 0])
-    np.testing.assert_array_equal(np.asarray(carry.traffic.news), [[0, 0], [1, 0], [0, 0], [0, 0]])  # (0,3): 0's news
+    np.testing.assert_array_equal(np.asarray(carry.traffic.news), [[0, 1, 0, 0], [0, 0, 0, 0]])  # (0,3): 0's news
     _, _, sent, _ = _counts(gossip(0.1), 2, edge_schedule=_Fixed(edges), node_schedule=nodes)
     np.testing.assert_array_equal(sent, [1, 2, 1, 0])  # a model swap goes both ways, news or not
 

@@ -165,7 +165,9 @@ def test_metrics_shapes_and_values():
     carry, hist = engine.run(_init(), data, 25, jax.random.PRNGKey(0), eval_data=2.0,
                              callbacks=[lambda c, m: calls.append(int(c.step))])
     assert calls == [10, 20, 25]
-    assert set(hist) == {"step", "node_loss", "mean_model_loss", "consensus_distance", "norm"}
+    assert set(hist) == {"step", "node_loss", "mean_model_loss", "consensus_distance", "norm", "messages_sent",
+                         "messages_received"}
+    assert hist["messages_sent"].shape == (3, N) and not hist["messages_sent"].any()  # local SGD sends nothing
     assert hist["step"].shape == (3,)
     assert hist["node_loss"].shape == (3, N)
     assert hist["mean_model_loss"].shape == (3,)
