@@ -47,7 +47,10 @@ class RunConfig:
     (Dirichlet / quantity-skew concentration), ``class_lists`` (explicit per-node
     classes), ``partition_seed`` (None = the method's default, 11 for icml21).
     Graph: ``topology`` (ring | multiplex_ring | torus | complete | star | erdos_renyi |
-    random_regular | exponential | icml21_random), ``n_nodes``, ``degree`` (random
+    random_regular | exponential | icml21_random; changing every step: one_peer_exponential
+    | random_matching, and ``sequence``: the user's ``graphs``, one edge list per step,
+    step t on graph t mod T, e.g. ``--set graphs=seq.json``; docs/algorithms.md#graphs-that-change),
+    ``n_nodes``, ``degree`` (random
     regular), ``edge_prob`` (Erdos-Renyi), ``hops`` (multiplex ring); ``layout`` (auto |
     shift | slots | edges: how per-edge state is stored, :mod:`ecl_jax.layouts`; auto = the
     fastest correct one for the graph; the maths is the same in every layout).
@@ -91,6 +94,7 @@ class RunConfig:
     class_lists: tuple | None = None
     partition_seed: int | None = None
     topology: str = "ring"
+    graphs: tuple | None = None
     n_nodes: int = 16
     degree: int = 4
     edge_prob: float = 0.3
@@ -218,6 +222,7 @@ def _check_choices(c: "RunConfig") -> None:
                     f"{' / '.join(users)}. Reset it (--set {field}={_cli_value(defaults[field])}) or choose "
                     f"{'one of those' if len(users) > 1 else 'that'} {kind}"
                 )
+    _check_graphs(c)
     if c.partition == "classes" and c.class_lists is None:
         raise ConfigError("partition='classes' needs class_lists, e.g. [[6,7,8,9],[3,4,5],[0,1,2]]")
     if c.class_lists is not None:
@@ -256,6 +261,28 @@ def _check_choices(c: "RunConfig") -> None:
         raise ConfigError(f"node_prob={c.node_prob} has no effect with runtime={c.runtime!r}: the node clocks "
                           "decide who computes. Reset it (--set node_prob=1.0) and use the runtime's fail=, "
                           "speed= or pause options")
+
+
+def _check_graphs(c: "RunConfig") -> None:
+    """``topology='sequence'`` needs ``graphs``: one or more edge lists over the run's nodes."""
+    if c.topology != "sequence":
+        if c.graphs is not None:
+            raise ConfigError(f"graphs has no effect with topology={c.topology!r}; it is read by topology=sequence. "
+                              "Reset it (--set graphs=none) or set topology=sequence")
+        return
+    example = "e.g. [[[0,1],[2,3]], [[1,2],[3,0]]] (two graphs over 4 nodes), or a JSON file of that list"
+    if not isinstance(c.graphs, (tuple, list)) or not c.graphs:
+        raise ConfigError(f"topology=sequence needs graphs, one list of [u, v] edges per step: {example}; "
+                          f"got {c.graphs!r}")
+    for t, graph in enumerate(c.graphs):
+        if not isinstance(graph, (tuple, list)):
+            raise ConfigError(f"graphs[{t}] must be a list of [u, v] edges ({example}), got {graph!r}")
+        for edge in graph:
+            ok = (isinstance(edge, (tuple, list)) and len(edge) == 2
+                  and all(is_int(v, allow_numpy=False) and 0 <= v < c.n_nodes for v in edge) and edge[0] != edge[1])
+            if not ok:
+                raise ConfigError(f"graphs[{t}] has edge {edge!r}: an edge is [u, v], two different nodes in "
+                                  f"0..{c.n_nodes - 1} (n_nodes={c.n_nodes})")
 
 
 def _cli_value(v) -> str:
@@ -519,6 +546,8 @@ def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -
             continue
         if key not in types_:
             raise ConfigError(f"unknown config key {key!r}{_did_you_mean(key, types_)}; valid keys: {sorted(types_)}")
+        if key == "graphs" and raw.strip().lower().endswith(".json"):
+            raw = _read_graphs_file(raw.strip())
         value = _parse_value(key, raw, types_[key])
         if key == "options":
             if not isinstance(value, dict):
@@ -535,6 +564,19 @@ def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -
                 f"add it (--algorithms ...,{algo}) or drop the setting"
             )
     return dataclasses.replace(config, options=options, **changes)
+
+
+def _read_graphs_file(path: str) -> str:
+    """The text of a JSON file of graphs (``--set graphs=FILE.json``): a list with one list
+    of [u, v] edges per step; the config then holds the graphs themselves (config.json too)."""
+    p = pathlib.Path(path)
+    try:
+        text = p.read_text()
+        json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"graphs file {path!r} is not a readable JSON list of edge lists ({err}); it should "
+                          "hold e.g. [[[0,1],[2,3]], [[1,2],[3,0]]]") from None
+    return text
 
 
 def load_config(path: str | None) -> RunConfig:
@@ -588,7 +630,8 @@ def config_from_json(path: str | pathlib.Path) -> RunConfig:
     if unknown:
         hints = "".join(_did_you_mean(k, types_) for k in unknown[:1])
         raise ConfigError(f"{p}: unknown config keys {unknown}{hints}; valid keys: {sorted(types_)}")
-    fields = {k: (_to_tuple(v) if k in ("algorithms", "class_lists") and isinstance(v, list) else v) for k, v in d.items()}
+    fields = {k: (_to_tuple(v) if k in ("algorithms", "class_lists", "graphs") and isinstance(v, list) else v)
+              for k, v in d.items()}
     return RunConfig(**fields)
 
 

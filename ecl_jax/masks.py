@@ -31,6 +31,9 @@ __all__ = [
     "RoundRobinEdges",
     "ArrayEdges",
     "FunctionEdges",
+    "OnePeerExponential",
+    "RandomMatching",
+    "ChangingGraph",
     "Activity",
     "computes",
     "answers",
@@ -258,6 +261,76 @@ class ArrayEdges:
                 f"edge mask table has {self.table.shape[1]} columns but {topology.name} has {topology.n_edges} edges"
             )
         return jnp.asarray(self.table)[jnp.asarray(step) % self.table.shape[0]]
+
+
+# --------------------------------------------------------------------------
+# Graphs that change: which edges of the union graph exist at a step
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OnePeerExponential:
+    """The one-peer exponential graph (Ying et al. 2021), undirected: at step t the edges
+    {i, i + 2^m mod N}, m = t mod tau, 2^m < N <= 2^tau, of the static exponential graph
+    (:func:`~ecl_jax.topology.exponential`, the union); each node meets i +- 2^m, so 2 peers
+    (1 for 2^m = N/2). Cycles through the offsets; draws nothing."""
+
+    def table(self, topology: Topology) -> np.ndarray:
+        """[tau, E] bool: the edges of each offset 2^m among the union's edges."""
+        n, hops = topology.n_nodes, [1 << m for m in range(max(1, (topology.n_nodes - 1).bit_length()))]
+        index = {tuple(e): k for k, e in enumerate(topology.edges.tolist())}
+        out = np.zeros((len(hops), topology.n_edges), bool)
+        for m, h in enumerate(hops):
+            for i in range(n):
+                e = tuple(sorted((i, (i + h) % n)))
+                if e[0] == e[1]:
+                    continue
+                if e not in index:
+                    raise ValueError(f"one-peer exponential needs the exponential graph's edges; {topology.name} "
+                                     f"lacks edge {e} (offset {h}); build it on topology.exponential({n})")
+                out[m, index[e]] = True
+        return out
+
+    def __call__(self, key, step, topology: Topology) -> jax.Array:
+        table = self.table(topology)
+        return jnp.asarray(table)[jnp.asarray(step) % table.shape[0]]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RandomMatching:
+    """A random perfect matching of the N nodes at every step (with N odd one node sits out),
+    drawn from the step's key: the edges {p[2k], p[2k+1]} of a random permutation p, on the
+    complete graph (:func:`~ecl_jax.topology.complete`, the union)."""
+
+    def __call__(self, key, step, topology: Topology) -> jax.Array:
+        n = topology.n_nodes
+        if topology.n_edges != n * (n - 1) // 2:
+            raise ValueError(f"random matchings need the complete graph as the union; {topology.name} has "
+                             f"{topology.n_edges} of {n * (n - 1) // 2} edges; build it on topology.complete({n})")
+        perm = jax.random.permutation(key, n)
+        a, b = perm[0: n - 1: 2], perm[1: n: 2]
+        lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
+        index = lo * n - lo * (lo + 1) // 2 + (hi - lo - 1)  # (lo, hi) in the complete graph's sorted edge list
+        return jnp.zeros((topology.n_edges,), bool).at[index].set(True)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ChangingGraph:
+    """An edge schedule on a graph that changes: an edge exchanges when the step's graph has
+    it (``graph``: :class:`OnePeerExponential`, :class:`RandomMatching`, :class:`ArrayEdges`
+    with one row per graph of a user's sequence) and ``schedule`` opens it (the asynchrony on
+    top). The graph follows the global step (the tick under a free runtime) and draws from
+    its own stream of the key; ``schedule`` keeps its clocks (:func:`edges_on_clocks`)."""
+
+    graph: Callable
+    schedule: Callable
+
+    def __call__(self, key, step, topology: Topology) -> jax.Array:
+        return self.graph(jax.random.fold_in(key, 0x6A7), step, topology) & self.schedule(key, step, topology)
+
+    def on_clocks(self, key, tick, own_step, stepped, topology: Topology) -> jax.Array:
+        present = self.graph(jax.random.fold_in(key, 0x6A7), tick, topology)
+        return present & edges_on_clocks(self.schedule, key, tick, own_step, stepped, topology)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,8 @@ import dataclasses
 import math
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 from ecl_jax import algorithms as algs
 from ecl_jax import topology as topo_mod
 from ecl_jax.errors import ConfigError
@@ -24,14 +26,18 @@ __all__ = [
     "ALGORITHM_ALIASES",
     "AlgorithmSpec",
     "build_topology",
+    "graph_schedule",
+    "CHANGING_GRAPHS",
     "build_algorithm",
     "check_options",
 ]
 
 TOPOLOGY_NAMES = (
     "ring", "multiplex_ring", "torus", "complete", "star", "erdos_renyi",
-    "random_regular", "exponential", "icml21_random",
+    "random_regular", "exponential", "icml21_random", "one_peer_exponential", "random_matching", "sequence",
 )
+CHANGING_GRAPHS = {"one_peer_exponential": "exponential", "random_matching": "complete"}
+"""Topologies that change every step, each on its union graph (docs/algorithms.md#graphs-that-change)."""
 
 
 def build_topology(config) -> topo_mod.Topology:
@@ -60,6 +66,16 @@ def build_topology(config) -> topo_mod.Topology:
             return topo_mod.random_regular(n, config.degree, seed=config.seed, layout=lay)
         if name == "exponential":
             return topo_mod.exponential(n, layout=lay)
+        if name in CHANGING_GRAPHS:  # the union graph; graph_schedule says which of its edges exist per step
+            union = topo_mod.exponential(n) if name == "one_peer_exponential" else topo_mod.complete(n)
+            return topo_mod.from_edges(n, union.edges, name=f"{name}{n}", layout=lay)
+        if name == "sequence":  # the union of the user's graphs (graph_schedule: which exist per step)
+            union = sorted({tuple(sorted(map(int, e))) for graph in config.graphs for e in graph})
+            try:
+                return topo_mod.from_edges(n, union, name=f"sequence{len(config.graphs)}x{n}", layout=lay)
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"topology=sequence: the union of the {len(config.graphs)} graphs must connect "
+                                  f"all {n} nodes ({err})") from None
         if name == "icml21_random":
             if n != 8:
                 raise ConfigError(f"topology icml21_random has 8 nodes; set n_nodes=8 (got {n})")
@@ -69,6 +85,25 @@ def build_topology(config) -> topo_mod.Topology:
     except (ValueError, TypeError) as err:
         raise ConfigError(f"topology {name!r} with n_nodes={n}: {err}") from None
     raise ConfigError(f"unknown topology {name!r}; valid: {', '.join(TOPOLOGY_NAMES)}")
+
+
+def graph_schedule(config):
+    """For a topology that changes (:data:`CHANGING_GRAPHS`), the schedule of which union
+    edges exist at each step (:mod:`ecl_jax.masks`); None for a fixed graph."""
+    from ecl_jax import masks
+
+    if config.topology == "one_peer_exponential":
+        return masks.OnePeerExponential()
+    if config.topology == "random_matching":
+        return masks.RandomMatching()
+    if config.topology == "sequence":  # row t: the edges of graph t, over the union's sorted edges
+        union = build_topology(config)
+        index = {tuple(e): k for k, e in enumerate(union.edges.tolist())}
+        table = np.zeros((len(config.graphs), union.n_edges), bool)
+        for t, graph in enumerate(config.graphs):
+            table[t, [index[tuple(sorted(map(int, e)))] for e in graph]] = True
+        return masks.ArrayEdges(table)
+    return None
 
 
 # --------------------------------------------------------------------------

@@ -67,6 +67,7 @@ from ecl_jax.registry import (
     algorithm_settings,
     build_algorithm,
     build_topology,
+    graph_schedule,
 )
 
 __all__ = [
@@ -538,7 +539,7 @@ def _training_inputs(plan: _RunPlan) -> _TrainingInputs:
         loss_fn=models.classification_loss(model, l2=config.l2),
         params0=stack(params0),
         run_key=stack(run_keys),
-        edge_schedule=masks.edge_schedule_from_string(config.edge_schedule),
+        edge_schedule=_edge_schedule(config),
         node_schedule=masks.AllNodes() if config.node_prob >= 1 else masks.BernoulliNodes(config.node_prob),
         runtime=runtime_from_string(config.runtime, config.n_nodes),
         eval_fn=make_eval_fn(model, min(config.eval_batch, len(data.y_test))),
@@ -547,6 +548,14 @@ def _training_inputs(plan: _RunPlan) -> _TrainingInputs:
         mean_count=[float(np.mean(np.asarray(d.train.count))) for d in plan.splits],
         per_seed_data=len(plan.splits) > 1,
     )
+
+
+def _edge_schedule(config: RunConfig):
+    """The config's edge schedule, on a changing graph only over the step's edges
+    (:class:`~ecl_jax.masks.ChangingGraph`)."""
+    schedule = masks.edge_schedule_from_string(config.edge_schedule)
+    graph = graph_schedule(config)
+    return schedule if graph is None else masks.ChangingGraph(graph, schedule)
 
 
 def _seeds(config: RunConfig) -> list[int] | None:
