@@ -118,6 +118,17 @@ def _rates(n: int, steps: int, times: list[float], batch: int = BATCH) -> dict:
     )
 
 
+def _edge_schedule(name: str, n: int):
+    """Every edge every step, or on a changing graph (one_peer_exponential, random_matching)
+    every edge of the step's graph."""
+    from ecl_jax import masks
+    from ecl_jax.config import RunConfig
+    from ecl_jax.registry import graph_schedule
+
+    graph = graph_schedule(RunConfig(topology=name, n_nodes=n))
+    return masks.AlwaysEdges() if graph is None else masks.ChangingGraph(graph, masks.AlwaysEdges())
+
+
 def work_engine(cfg: dict) -> dict:
     """Vectorised run through :class:`Engine`: node-steps/s, compile time, memory."""
     import jax
@@ -135,7 +146,8 @@ def work_engine(cfg: dict) -> dict:
     alg = _algorithm(cfg["algorithm"])
     data = _synthetic_data(n, data_rows(n) * batch // BATCH)  # as many batches per node as at BATCH
     params = _params(model, n)
-    engine = Engine(alg, topo, loss, batch_size=batch, eval_every=steps, train_metrics=False)
+    engine = Engine(alg, topo, loss, batch_size=batch, eval_every=steps, train_metrics=False,
+                    edge_schedule=_edge_schedule(cfg["topology"], n))
     carry = engine.init(params, jax.random.PRNGKey(1))
     del params
     devices = int(cfg.get("devices", 1))
