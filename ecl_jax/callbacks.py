@@ -93,7 +93,8 @@ class Recorder:
 
     ``mean_count``: the mean samples per node (the epoch's length), or a list of one per run
     (each run on its own split); ``message_bytes``: the bytes of one message (the bytes
-    columns; :meth:`~ecl_jax.engine.Engine.message_bytes`). ``wall`` is the run's wall time so far: ``wall0`` (from a checkpoint) plus the time
+    columns; :meth:`~ecl_jax.engine.Engine.message_bytes`). ``wall`` is the run's wall time
+    so far: ``wall0`` (from a checkpoint) plus the time
     since this recorder was made.
     """
 

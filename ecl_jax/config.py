@@ -351,9 +351,10 @@ def _check_sweep(c: "RunConfig") -> None:
                     "; other settings change the program, run them as separate runs")
             raise ConfigError(f"sweep {key!r}: a sweep varies lr, eta or ALGO.OPTION{hint}")
         ok = (isinstance(values, (list, tuple)) and values
-              and all(is_number(v) for v in values) and len(set(map(float, values))) == len(values))
+              and all(is_number(v) for v in values) and len({f"{float(v):g}" for v in values}) == len(values))
         if not ok:
-            raise ConfigError(f"sweep {key}: give distinct numbers, e.g. {key}=0.01,0.03,0.1; got {values!r}")
+            raise ConfigError(f"sweep {key}: give distinct numbers (distinct in 6 significant digits: they name "
+                              f"the lines), e.g. {key}=0.01,0.03,0.1; got {values!r}")
         targets = sweep_targets(c, key)
         if not targets:
             raise ConfigError(f"sweep {key}: no algorithm of this run ({', '.join(c.algorithms)}) takes {key}")
