@@ -80,6 +80,7 @@ import ecl_jax
 from ecl_jax import datasets, masks, models, partition, topology
 from ecl_jax import graph_ops as gops
 from ecl_jax.algorithms import Algorithm, ecl_pdmm, for_each_node
+from ecl_jax.communication import Messages
 from ecl_jax.duals import EdgeDuals
 from ecl_jax.participation import Participation, step_keys
 
@@ -110,7 +111,8 @@ def ecl_pdmm_heavy_ball(lr: float, eta: float = 1.0, beta: float = 0.5) -> Algor
         new_z = state.duals.exchange(new_w, exchanging, node_active=node_active)
         return HeavyBallState(new_w, new_prev, new_z)
 
-    return Algorithm(f"ecl-pdmm-hb{beta:g}", init, step, lambda s: s.params)
+    sends = Messages(lambda w: w, one_way=True)  # a dual per exchange and direction, as ECL: counts messages and bytes
+    return Algorithm(f"ecl-pdmm-hb{beta:g}", init, step, lambda s: s.params, messages=sends)
 
 
 # %% [markdown]
