@@ -119,6 +119,7 @@ _ISVR_OPTIONS = {
     "dual_smoothing": bool, "gradient_coefficient": bool, "eta_follows_lr": bool,
 }
 _SGD_OPTIONS = {"lr": float, "momentum": float}
+_MIXING_OPTIONS = {**_SGD_OPTIONS, "mixing": str}  # gossip, gradient tracking: MH weights of the graph or the step
 
 
 class AlgorithmSpec(NamedTuple):
@@ -130,14 +131,14 @@ class AlgorithmSpec(NamedTuple):
 
 
 def _sgd(builder):
-    def build(lr, momentum=None, name=None):
+    def build(lr, momentum=None, name=None, **mixing):
         import optax
 
         swept = is_array_value(momentum)  # a swept momentum: every value > 0 (hyperparams.check_sweep)
         if momentum is not None and not swept and not (0 <= momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         tx = optax.sgd(lr, momentum=momentum) if swept or momentum else optax.sgd(lr)
-        return builder(lr, optimizer=tx)
+        return builder(lr, optimizer=tx, **mixing)
 
     return build
 
@@ -170,10 +171,10 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "admm-isvr": AlgorithmSpec(_isvr("admm"), _ISVR_OPTIONS, "ECL-ISVR, ADMM form (ICML21)"),
     "admm-isvr-shipped": AlgorithmSpec(_isvr_shipped, _ISVR_OPTIONS,
                                        "the ICML21 script's ADMM-ISVR as shipped (= PDMM-ISVR, code eta, c = 1)"),
-    "gossip": AlgorithmSpec(_sgd(algs.gossip), _SGD_OPTIONS, "gossip SGD / D-PSGD, Metropolis-Hastings weights"),
+    "gossip": AlgorithmSpec(_sgd(algs.gossip), _MIXING_OPTIONS, "gossip SGD / D-PSGD, Metropolis-Hastings weights"),
     "pairwise-gossip": AlgorithmSpec(_sgd(algs.pairwise_gossip), _SGD_OPTIONS, "pairwise gossip averaging"),
     "dsgd": AlgorithmSpec(_sgd(algs.dsgd), _SGD_OPTIONS, "the ICML21 code's DSGD"),
-    "gradient-tracking": AlgorithmSpec(_sgd(algs.gradient_tracking), _SGD_OPTIONS, "gradient tracking"),
+    "gradient-tracking": AlgorithmSpec(_sgd(algs.gradient_tracking), _MIXING_OPTIONS, "gradient tracking"),
     "local": AlgorithmSpec(_sgd(algs.local_sgd), _SGD_OPTIONS, "local SGD, no communication"),
     "centralized": AlgorithmSpec(_sgd(algs.centralized), _SGD_OPTIONS, "one model on all data (reference)"),
 }
@@ -238,6 +239,8 @@ def build_algorithm(name: str, config, values: dict | None = None) -> algs.Algor
     values = dict(values or {})
     if "eta" in spec.options:
         opts.setdefault("eta", config.eta)
+    if "mixing" in spec.options and (config.topology in CHANGING_GRAPHS or config.topology == "sequence"):
+        opts.setdefault("mixing", "step")  # MH weights of the step's graph, W_t = MH(G_t)
     lr = values.pop("lr", opts.pop("lr", config.lr))
     opts.update(values)
     if not is_array_value(lr) and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):

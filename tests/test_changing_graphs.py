@@ -183,3 +183,54 @@ def test_an_absent_edges_duals_stay_as_they_are_until_it_returns():
         present = table[t % 3][topo.undirected]  # per directed edge
         np.testing.assert_array_equal(after[~present], before[~present])  # absent: kept bit for bit
         assert (np.abs(after[present] - before[present]).max(axis=1) > 0).all()  # present: exchanged
+
+
+def _one_gossip_step(algorithm, topo, mask, w0):
+    state = algorithm.init(w0, topo)
+    grads = np.zeros_like(w0)
+    return np.asarray(algorithm.step(state, grads, topo, mask, np.ones(topo.n_nodes, bool)).params)
+
+
+def _mh_mix(topo, mask, w0, degrees):
+    """w_i + sum_{j active} W_ij (w_j - w_i), W_ij = 1 / (1 + max(d_i, d_j)), per node in NumPy."""
+    out = w0.astype(np.float64).copy()
+    for (a, b), on in zip(topo.edges.tolist(), np.asarray(mask)):
+        if on:
+            wt = 1.0 / (1.0 + max(degrees[a], degrees[b]))
+            out[a] += wt * (w0[b] - w0[a])
+            out[b] += wt * (w0[a] - w0[b])
+    return out
+
+
+def test_gossip_on_a_changing_graph_mixes_with_the_steps_degrees():
+    """mixing='step': the Metropolis-Hastings weights of the step's graph (W_t = MH(G_t)): on the
+    one-peer exponential graph 1/3 per peer (two peers), 1/2 at offset N/2 (one peer: exact
+    pairwise averages, Ying et al.'s one-peer weight); the default 'union' keeps the union's
+    degrees (7 here: 1/8 per peer). A run on a changing topology uses 'step'."""
+    import optax
+
+    from ecl_jax.algorithms import gossip, gradient_tracking
+    from ecl_jax.config import ConfigError, RunConfig
+
+    topo = tp.exponential(8)
+    w0 = np.random.default_rng(1).normal(size=(8, 3)).astype(np.float32)
+    table = mk.OnePeerExponential().table(topo)
+    frozen = optax.sgd(0.0)  # no local step: the result is the mixing alone
+    for m in range(3):
+        mask = table[m]
+        step_deg = np.bincount(topo.edges[mask].ravel(), minlength=8)
+        got = _one_gossip_step(gossip(optimizer=frozen, mixing="step"), topo, mask, w0)
+        np.testing.assert_allclose(got, _mh_mix(topo, mask, w0, step_deg), rtol=1e-6, atol=1e-6)
+        union = _one_gossip_step(gossip(optimizer=frozen), topo, mask, w0)
+        np.testing.assert_allclose(union, _mh_mix(topo, mask, w0, topo.degree), rtol=1e-6, atol=1e-6)
+    pairs = _one_gossip_step(gossip(optimizer=frozen, mixing="step"), topo, table[2], w0)
+    np.testing.assert_allclose(pairs[0], (w0[0] + w0[4]) / 2, rtol=1e-6)  # offset 4: the average of the pair
+    on_changing = registry.build_algorithm("gossip", RunConfig(topology="one_peer_exponential", n_nodes=8))
+    state = on_changing.init(w0, topo)
+    got = np.asarray(on_changing.step(state, np.zeros_like(w0), topo, table[2], np.ones(8, bool)).params)
+    np.testing.assert_allclose(got[0], w0[0] + 0.05 * 0 + (w0[4] - w0[0]) / 2, rtol=1e-5)  # zero gradient
+    gradient_tracking(0.1, mixing="step")
+    with pytest.raises(ValueError, match=r"mixing must be 'union' .* or 'step'"):
+        gossip(0.1, mixing="local")
+    with pytest.raises(ConfigError, match=r"gossip: mixing must be 'union'"):
+        registry.build_algorithm("gossip", RunConfig(options={"gossip": {"mixing": "x"}}, algorithms=("gossip",)))

@@ -143,23 +143,41 @@ def _init_opt(tx, params):
     return jax.vmap(tx.init)(params)
 
 
-def metropolis_hastings(topology: Topology, active: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+MIXINGS = ("union", "step")
+"""Whose degrees the MH weights use: ``"union"`` the graph's (the default: random edge
+activation keeps the weights), ``"step"`` those of the step's exchanging edges (the realised
+graph of a graph that changes, W_t = MH(G_t); docs/algorithms.md#graphs-that-change)."""
+
+
+def _check_mixing(mixing: str) -> str:
+    if mixing not in MIXINGS:
+        raise ValueError(f"mixing must be 'union' (the graph's degrees) or 'step' (the degrees of the step's "
+                         f"exchanging edges), got {mixing!r}")
+    return mixing
+
+
+def metropolis_hastings(topology: Topology, active: jax.Array, dtype: Any = jnp.float32,
+                        mixing: str = "union") -> jax.Array:
     """Layout-shaped MH weights W_ij = 1/(1 + max(d_i, d_j)) on active directed edges, 0
-    elsewhere, computed in ``dtype`` (the algorithms pass the params' constant dtype)."""
-    deg = jnp.asarray(topology.degree, dtype)
+    elsewhere, computed in ``dtype`` (the algorithms pass the params' constant dtype); d the
+    graph's degrees, or with ``mixing="step"`` the number of active edges at each node."""
+    if mixing == "step":
+        deg = gops.sum_edges(topology, active.astype(dtype))
+    else:
+        deg = jnp.asarray(topology.degree, dtype)
     d_src = gops.broadcast_to_edges(topology, deg)
     d_dst = gops.neighbor_values(topology, deg)
     return jnp.where(active, 1.0 / (1.0 + jnp.maximum(d_src, d_dst)), 0.0)
 
 
-def _mh_weights(topology: Topology, active: jax.Array):
+def _mh_weights(topology: Topology, active: jax.Array, mixing: str = "union"):
     """``dtype -> (W, row sums of W)``: the MH weights over the ``active`` directed edges
     (layout-shaped mask) in that dtype, each dtype built once."""
     cache = {}
 
     def weights(dtype):
         if dtype not in cache:
-            w = metropolis_hastings(topology, active, dtype)
+            w = metropolis_hastings(topology, active, dtype, mixing)
             cache[dtype] = (w, gops.sum_edges(topology, w))
         return cache[dtype]
 
@@ -179,9 +197,11 @@ def _mix(topology: Topology, tree, weights):
     return jax.tree_util.tree_map(mix, tree)
 
 
-def gossip(lr: float | None = None, *, optimizer: optax.GradientTransformation | None = None, name: str = "gossip") -> Algorithm:
-    """D-PSGD with Metropolis-Hastings weights over the active edges."""
+def gossip(lr: float | None = None, *, optimizer: optax.GradientTransformation | None = None, name: str = "gossip",
+           mixing: str = "union") -> Algorithm:
+    """D-PSGD with Metropolis-Hastings weights over the active edges (``mixing``: :data:`MIXINGS`)."""
     tx = _make_optimizer(lr, optimizer)
+    mixing = _check_mixing(mixing)
 
     def init(params, topology):
         check_node_stacked(params, topology)
@@ -191,7 +211,7 @@ def gossip(lr: float | None = None, *, optimizer: optax.GradientTransformation |
         half, opt = for_each_node(_sgd_step(tx), state.params, grads, state.opt_state,
                                   node_active=node_active, keep=(state.params, state.opt_state))
         active = gops.edge_mask(topology, edge_active, node_active)
-        return OptState(_mix(topology, half, _mh_weights(topology, active)), opt)
+        return OptState(_mix(topology, half, _mh_weights(topology, active, mixing)), opt)
 
     return Algorithm(name, init, step, lambda s: s.params, BaselineConfig(name, tx, lr), MODEL)
 
@@ -246,9 +266,12 @@ def dsgd(lr: float | None = None, *, optimizer=None, name: str = "dsgd") -> Algo
     return _received_algorithm(name, tx, lr, combine)
 
 
-def gradient_tracking(lr: float | None = None, *, optimizer=None, name: str = "gradient-tracking") -> Algorithm:
-    """DSGT (Pu & Nedic 2021; Xin et al.): gradient tracking with MH weights on active edges."""
+def gradient_tracking(lr: float | None = None, *, optimizer=None, name: str = "gradient-tracking",
+                      mixing: str = "union") -> Algorithm:
+    """DSGT (Pu & Nedic 2021; Xin et al.): gradient tracking with MH weights on active edges
+    (``mixing``: :data:`MIXINGS`)."""
     tx = _make_optimizer(lr, optimizer)
+    mixing = _check_mixing(mixing)
 
     def init(params, topology):
         check_node_stacked(params, topology)
@@ -266,7 +289,7 @@ def gradient_tracking(lr: float | None = None, *, optimizer=None, name: str = "g
         half, tracker, opt, prev = for_each_node(
             update, state.mixed_tracker, grads, state.prev_grads, state.params, state.opt_state,
             node_active=node_active, keep=(state.params, state.mixed_tracker, state.opt_state, state.prev_grads))
-        weights = _mh_weights(topology, gops.edge_mask(topology, edge_active, node_active))
+        weights = _mh_weights(topology, gops.edge_mask(topology, edge_active, node_active), mixing)
         return TrackingState(_mix(topology, half, weights), opt, _mix(topology, tracker, weights), prev)
 
     # the mixing W (w + u(y)) and W y read both the neighbours' models and their trackers
