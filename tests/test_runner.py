@@ -96,7 +96,7 @@ def test_unknown_algorithm_and_topology_are_named():
         build_algorithm("pdmmm", TINY)
     with pytest.raises(ConfigError, match="unknown topology 'hypercube'.*valid"):
         build_topology(dataclasses.replace(TINY, topology="hypercube"))
-    with pytest.raises(ConfigError, match="gossip has no option 'eta'.*lr, momentum"):
+    with pytest.raises(ConfigError, match="gossip has no option 'eta'.*lr, mixing, momentum"):
         apply_overrides(TINY, ["gossip.eta=2"])
 
 
