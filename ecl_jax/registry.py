@@ -36,8 +36,9 @@ TOPOLOGY_NAMES = (
     "ring", "multiplex_ring", "torus", "complete", "star", "erdos_renyi",
     "random_regular", "exponential", "icml21_random", "one_peer_exponential", "random_matching", "sequence",
 )
-CHANGING_GRAPHS = {"one_peer_exponential": "exponential", "random_matching": "complete"}
-"""Topologies that change every step, each on its union graph (docs/algorithms.md#graphs-that-change)."""
+CHANGING_GRAPHS = ("one_peer_exponential", "random_matching", "sequence")
+"""Topologies that change from step to step, each run on its union graph with
+:func:`graph_schedule` saying which union edges exist (docs/algorithms.md#graphs-that-change)."""
 
 
 def build_topology(config) -> topo_mod.Topology:
@@ -66,7 +67,7 @@ def build_topology(config) -> topo_mod.Topology:
             return topo_mod.random_regular(n, config.degree, seed=config.seed, layout=lay)
         if name == "exponential":
             return topo_mod.exponential(n, layout=lay)
-        if name in CHANGING_GRAPHS:  # the union graph; graph_schedule says which of its edges exist per step
+        if name in ("one_peer_exponential", "random_matching"):  # the union; graph_schedule: the step's edges
             union = topo_mod.exponential(n) if name == "one_peer_exponential" else topo_mod.complete(n)
             return topo_mod.from_edges(n, union.edges, name=f"{name}{n}", layout=lay)
         if name == "sequence":  # the union of the user's graphs (graph_schedule: which exist per step)
@@ -239,7 +240,7 @@ def build_algorithm(name: str, config, values: dict | None = None) -> algs.Algor
     values = dict(values or {})
     if "eta" in spec.options:
         opts.setdefault("eta", config.eta)
-    if "mixing" in spec.options and (config.topology in CHANGING_GRAPHS or config.topology == "sequence"):
+    if "mixing" in spec.options and config.topology in CHANGING_GRAPHS:
         opts.setdefault("mixing", "step")  # MH weights of the step's graph, W_t = MH(G_t)
     lr = values.pop("lr", opts.pop("lr", config.lr))
     opts.update(values)
