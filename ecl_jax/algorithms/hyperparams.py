@@ -111,8 +111,8 @@ def check_sweep(build: Callable[..., Algorithm], points: Sequence[dict], params,
     swept = [k for k in points[0] if len({float(p[k]) for p in points if _injected(p[k])}) > 1]
     shapes = [jax.eval_shape(lambda w, a=build(**p): a.init(w, topology), params) for p in points]
 
-    def shape_text(tree) -> str:
-        return str(jax.tree_util.tree_structure(tree))
+    def signature(tree):  # the program's view of a state: its structure, every leaf's shape and dtype
+        return jax.tree_util.tree_structure(tree), [(x.shape, x.dtype) for x in jax.tree_util.tree_leaves(tree)]
 
     for k in swept:
         def traced_init(value, params, k=k):
@@ -125,9 +125,8 @@ def check_sweep(build: Callable[..., Algorithm], points: Sequence[dict], params,
             raise ValueError(f"{k} cannot be swept in one program: the algorithm needs it as a Python number "
                              f"when it is built ({first[:160]}); run its values as separate runs") from None
         for p, s in zip(points, shapes):
-            if jax.tree_util.tree_structure(s) != jax.tree_util.tree_structure(traced) or \
-                    [(x.shape, x.dtype) for x in jax.tree_util.tree_leaves(s)] != \
-                    [(x.shape, x.dtype) for x in jax.tree_util.tree_leaves(traced)]:
+            if signature(s) != signature(traced):
                 raise ValueError(f"{k}={p[k]:g} changes the program's shape (its state differs from that of a "
-                                 f"traced {k}, e.g. a part kept only for some values: {shape_text(s)[:120]}); "
+                                 f"traced {k}, e.g. a part kept only for some values: "
+                                 f"{str(jax.tree_util.tree_structure(s))[:120]}); "
                                  f"sweep values that give the same program or run them as separate runs")
